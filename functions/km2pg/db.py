@@ -1,0 +1,249 @@
+"""Connections and schema migrations: the only module that opens connections to PostgreSQL.
+
+Errors from the driver are translated into km2pg's own: :class:`DatabaseUnavailable` for
+anything transient (refused, reset, terminated, too many connections, authentication),
+with a one-line message that names the server but never the password.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import pg8000.native
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from km2pg.dsn import ConnectionSettings
+from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError
+
+Connection = pg8000.native.Connection
+
+SCHEMA: Final = "km2pg"
+# Advisory lock keys (first int: km2pg's namespace; second: the purpose).
+LOCK_NAMESPACE: Final = 0x6B6D3270  # "km2p"
+LOCK_MIGRATE: Final = 1
+LOCK_PARTITIONS: Final = 2
+LOCK_ALIASES: Final = 3
+LOCK_FILE: Final = 4  # combined with a hash of the export key: see store.lock_file
+
+# SQLSTATE classes and codes that mean "try again later", not "your data is wrong".
+_TRANSIENT_CLASSES: Final = ("08", "53", "57", "28")
+_TRANSIENT_CODES: Final = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+
+
+class QueryError(Km2pgError):
+    """A statement failed for a reason that is not transient (a bug or a schema mismatch)."""
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE code of a pg8000 DatabaseError, if any."""
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        code = error.args[0].get("C")
+        return str(code) if code else None
+    return None
+
+
+def server_message(error: BaseException) -> str:
+    """The server's one-line message (``M`` field), or the error's own text."""
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return str(error.args[0].get("M", "")) or str(error)
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures worth retrying: lost connections, restarts, timeouts, limits."""
+    if isinstance(error, DatabaseUnavailable | InterfaceError | OSError):
+        return True
+    code = sqlstate(error)
+    return code is not None and (code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES)
+
+
+def translate(error: BaseException, settings: ConnectionSettings | None = None) -> Km2pgError:
+    """Turn a driver error into a km2pg error with a one-line message."""
+    where = f" ({settings.describe()})" if settings else ""
+    if isinstance(error, Km2pgError):
+        return error
+    if is_transient(error):
+        return DatabaseUnavailable(f"database unavailable{where}: {server_message(error)}")
+    return QueryError(f"database error: {server_message(error)}")
+
+
+def connect(settings: ConnectionSettings) -> Connection:
+    """Open a connection, or raise :class:`DatabaseUnavailable` with a clear one-line message."""
+    try:
+        sock = _open_socket(settings)
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise DatabaseUnavailable(
+            f"cannot reach the database at {settings.describe()}: {reason}"
+        ) from None
+    try:
+        return pg8000.native.Connection(
+            user=settings.user,
+            password=settings.password,
+            database=settings.database,
+            host=settings.host,
+            port=settings.port,
+            sock=sock,
+            ssl_context=settings.ssl_context(),
+            application_name=settings.application_name,
+            tcp_keepalive=True,
+        )
+    except (DatabaseError, InterfaceError, OSError) as error:
+        sock.close()
+        message = server_message(error)
+        if isinstance(error, InterfaceError) and "SSL" in message:
+            message += " (set sslmode=disable for a server without TLS)"
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {settings.describe()}: {message}"
+        ) from None
+
+
+def _open_socket(settings: ConnectionSettings) -> socket.socket:
+    # The connect timeout bounds only the connection itself; statements may run long.
+    path = settings.unix_socket
+    if path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(settings.connect_timeout)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection((settings.host, settings.port), settings.connect_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.settimeout(None)
+    return sock
+
+
+@contextmanager
+def connection(settings: ConnectionSettings) -> Iterator[Connection]:
+    """A connection closed on exit; driver errors inside come out translated."""
+    con = connect(settings)
+    try:
+        yield con
+    except (DatabaseError, InterfaceError, OSError) as error:
+        raise translate(error, settings) from error
+    finally:
+        close_quietly(con)
+
+
+def close_quietly(con: Connection) -> None:
+    try:
+        con.close()
+    except Exception:  # noqa: S110 - the connection may already be gone; nothing to do
+        pass
+
+
+@contextmanager
+def transaction(con: Connection) -> Iterator[Connection]:
+    """BEGIN ... COMMIT, or ROLLBACK on any exception (the exception propagates)."""
+    con.run("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        rollback_quietly(con)
+        raise
+    con.run("COMMIT")
+
+
+def rollback_quietly(con: Connection) -> None:
+    try:
+        con.run("ROLLBACK")
+    except Exception:  # noqa: S110 - a dead connection rolls back by itself
+        pass
+
+
+def rows(con: Connection, sql: str, **params: Any) -> list[list[Any]]:
+    """Run a statement and return its rows (an empty list for statements without rows)."""
+    result = con.run(sql, **params)
+    return list(result) if result else []
+
+
+def scalar(con: Connection, sql: str, **params: Any) -> Any:
+    result = rows(con, sql, **params)
+    return result[0][0] if result else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Migrations
+
+_MIGRATION_NAME: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The schema's migrations, in order, from the package's ``schema/`` folder."""
+    found = []
+    for entry in resources.files("km2pg.schema").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise SchemaError(f"migrations are not numbered 1..n without gaps: {versions}")
+    return found
+
+
+def schema_version(con: Connection) -> int:
+    """The newest migration applied to this database (0 for none)."""
+    exists = scalar(
+        con, "SELECT to_regclass('km2pg.schema_migrations') IS NOT NULL"
+    )
+    if not exists:
+        return 0
+    return int(scalar(con, "SELECT coalesce(max(version), 0) FROM km2pg.schema_migrations"))
+
+
+def migrate(con: Connection, target: int | None = None) -> list[Migration]:
+    """Apply the migrations this database lacks, each in its own transaction.
+
+    Safe to call from many processes at once: a session advisory lock serializes them, and
+    the second caller finds nothing left to do. Returns what was applied.
+    """
+    available = migrations()
+    if target is None:
+        target = available[-1].version if available else 0
+    con.run("SELECT pg_advisory_lock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
+    try:
+        current = schema_version(con)
+        newest = available[-1].version if available else 0
+        if current > newest:
+            raise SchemaError(
+                f"the database schema is version {current}, newer than this km2pg knows "
+                f"({newest}): upgrade km2pg"
+            )
+        applied = []
+        for migration in available:
+            if current < migration.version <= target:
+                with transaction(con):
+                    con.run(migration.sql)
+                    con.run(
+                        "INSERT INTO km2pg.schema_migrations (version, name) VALUES (:v, :n)",
+                        v=migration.version,
+                        n=migration.name,
+                    )
+                applied.append(migration)
+        return applied
+    finally:
+        con.run("SELECT pg_advisory_unlock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
+
+
+def ensure_schema(con: Connection) -> None:
+    """Migrate if needed; cheap when the schema is current (one query)."""
+    available = migrations()
+    if schema_version(con) != available[-1].version:
+        migrate(con)

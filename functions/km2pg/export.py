@@ -1,0 +1,311 @@
+"""Parse Kissmetrics export lines: pure, streaming, and forgiving of the mess real exports hold.
+
+One JSON object per line. ``_p2`` makes an alias line, else ``_n`` an event line, else the line
+sets properties. A line that cannot be used becomes a :class:`Reject` with its line number and a
+one-line reason; the rest of the file goes on. Nothing here touches a database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import IO, Any, Final
+
+import orjson
+
+MAX_LINE_BYTES: Final = 1024 * 1024
+"""Lines longer than this are rejected without being parsed."""
+
+MAX_RAW_CHARS: Final = 64 * 1024
+"""How much of a rejected line is kept for inspection."""
+
+MIN_TIMESTAMP: Final = 946_684_800
+"""2000-01-01T00:00:00Z: nothing in a Kissmetrics export is older."""
+
+FUTURE_SLACK_SECONDS: Final = 86_400
+"""Timestamps up to a day ahead of the load time are accepted (clock skew); later ones are not."""
+
+RESERVED_KEYS: Final = frozenset({"_p", "_p2", "_n", "_t"})
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+class LineKind(StrEnum):
+    EVENT = "e"
+    PROPERTIES = "p"
+    ALIAS = "a"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One usable export line.
+
+    ``name`` is the event name (events only), ``alias`` the second identity (aliases only).
+    ``properties`` holds (name, value) pairs: names lowercased and trimmed, values as text.
+    """
+
+    lineno: int
+    kind: LineKind
+    person: str
+    t: int
+    name: str | None = None
+    alias: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A line that cannot be loaded, and why. ``raw`` is the line as text, cut to 64 KiB."""
+
+    lineno: int
+    reason: str
+    raw: str
+
+
+class LineError(ValueError):
+    """Raised inside the parser for a line that must be rejected; the message is the reason."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading lines
+
+
+def iter_raw_lines(stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line without its end of line) from a binary stream.
+
+    Line numbers count every physical line from 1. Memory stays bounded by ``max_bytes`` even for
+    a line that never ends: an over-long line is yielded as its first ``max_bytes + 1`` bytes, so
+    the caller can tell it apart, and the rest of it is skipped. A UTF-8 BOM at the start of the
+    stream, ``\\r\\n`` line ends and a missing final newline are all handled here.
+    """
+    readline = stream.readline
+    lineno = 0
+    limit = max_bytes + 3  # room for "\r\n" and one byte that proves the line is too long
+    while True:
+        chunk = readline(limit)
+        if not chunk:
+            return
+        lineno += 1
+        if lineno == 1 and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        if chunk.endswith(b"\n"):
+            chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk[:-1]
+        elif len(chunk) >= limit:
+            # The line goes on: keep its head for the reject, drop the rest.
+            while True:
+                rest = readline(1 << 20)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield lineno, chunk[: max_bytes + 1]
+            continue
+        elif chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+        yield lineno, chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Repairing and decoding
+
+# A run of C-style octal escapes (\303\241) not preceded by an odd number of backslashes.
+_OCTAL_RUN: Final = re.compile(r"(?<!\\)((?:\\\\)*)((?:\\[0-3][0-7]{2})+)")
+
+
+def _octal_run_to_json(match: re.Match[str]) -> str:
+    escaped_backslashes, run = match.group(1), match.group(2)
+    raw = bytes(int(run[i + 1 : i + 4], 8) for i in range(0, len(run), 4))
+    text = raw.decode("utf-8", errors="replace")
+    # Re-escape for JSON: the decoded text may hold quotes, backslashes or control characters.
+    return escaped_backslashes + json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def repair_octal_escapes(text: str) -> str:
+    """Turn C-style octal escapes of UTF-8 bytes into the characters they stand for.
+
+    ``"Paran\\303\\241"`` (not valid JSON) becomes ``"Paraná"``. An escaped backslash followed by
+    digits (``"C:\\\\303"``) is left alone.
+    """
+    if "\\" not in text:
+        return text
+    return _OCTAL_RUN.sub(_octal_run_to_json, text)
+
+
+def decode_json_line(raw: bytes) -> Any:
+    """Parse one line of JSON, repairing octal escapes and invalid UTF-8 when the strict parse fails.
+
+    Invalid UTF-8 bytes become U+FFFD rather than failing the line. Raises :class:`LineError`.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as strict_error:
+        text = raw.decode("utf-8", errors="replace")
+        repaired = repair_octal_escapes(text)
+        try:
+            return orjson.loads(repaired)
+        except orjson.JSONDecodeError:
+            raise LineError(f"not valid JSON: {_first_line(str(strict_error))}") from None
+
+
+def _first_line(message: str) -> str:
+    return message.splitlines()[0] if message else "parse error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields
+
+
+def normalize_name(name: str) -> str:
+    """Event and property names are case-insensitive in Kissmetrics: lowercase and trim them."""
+    return _strip_nul(name).strip().lower()
+
+
+def _strip_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def value_text(value: Any) -> str | None:
+    """A property value as text: strings as they are, numbers, booleans and nested values as JSON.
+
+    ``None`` (JSON null) means "no property".
+    """
+    if isinstance(value, str):
+        return _strip_nul(value)
+    if value is None:
+        return None
+    return _strip_nul(orjson.dumps(value).decode())
+
+
+def _identity(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise LineError(f"missing {key}" if key not in obj else f"{key} is null")
+    if isinstance(value, str):
+        text = _strip_nul(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = orjson.dumps(value).decode()
+    else:
+        raise LineError(f"{key} is not a string")
+    if not text.strip():
+        raise LineError(f"empty {key}")
+    return text
+
+
+def parse_timestamp(value: Any, latest: int) -> int:
+    """``_t`` as whole seconds: an integer, a numeric string or a float (floored).
+
+    Raises :class:`LineError` outside [2000-01-01, ``latest``]: that catches milliseconds.
+    """
+    if isinstance(value, bool) or value is None:
+        raise LineError("missing _t" if value is None else "_t is not a number")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise LineError("_t is not a number")
+        seconds = int(value // 1)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise LineError(f"_t is not a number: {value[:40]!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise LineError(f"_t is not a number: {value[:40]!r}")
+        seconds = int(number // 1)
+    else:
+        raise LineError("_t is not a number")
+    if seconds < MIN_TIMESTAMP:
+        raise LineError(f"_t {seconds} is before 2000-01-01")
+    if seconds > latest:
+        hint = " (milliseconds?)" if seconds > latest * 100 else ""
+        raise LineError(f"_t {seconds} is in the future{hint}")
+    return seconds
+
+
+def parse_object(lineno: int, obj: Any, latest: int) -> Line:
+    """Classify and validate one decoded JSON value. Raises :class:`LineError`."""
+    if not isinstance(obj, dict):
+        raise LineError(f"not a JSON object ({_json_type(obj)})")
+    person = _identity(obj, "_p")
+    if "_t" not in obj:
+        raise LineError("missing _t")
+    t = parse_timestamp(obj["_t"], latest)
+
+    if "_p2" in obj:
+        return Line(lineno, LineKind.ALIAS, person, t, alias=_identity(obj, "_p2"))
+
+    name: str | None = None
+    kind = LineKind.PROPERTIES
+    if "_n" in obj:
+        raw_name = obj["_n"]
+        if not isinstance(raw_name, str):
+            raise LineError("_n is not a string")
+        name = normalize_name(raw_name)
+        if not name:
+            raise LineError("empty _n")
+        kind = LineKind.EVENT
+
+    properties: dict[str, str] = {}
+    for key, value in obj.items():
+        if key in RESERVED_KEYS:
+            continue
+        text = value_text(value)
+        if text is None:
+            continue
+        # Later keys win when two differ only in case or spaces ("Plan", "plan").
+        properties[normalize_name(key)] = text
+    return Line(lineno, kind, person, t, name=name, properties=tuple(properties.items()))
+
+
+def _json_type(obj: Any) -> str:
+    if isinstance(obj, list):
+        return "array"
+    if isinstance(obj, str):
+        return "string"
+    if isinstance(obj, bool):
+        return "boolean"
+    if isinstance(obj, int | float):
+        return "number"
+    return "null"
+
+
+def raw_text(raw: bytes) -> str:
+    """A rejected line as storable text: decoded leniently, NUL removed, cut to 64 KiB."""
+    return _strip_nul(raw[: MAX_RAW_CHARS * 4].decode("utf-8", errors="replace"))[:MAX_RAW_CHARS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole streams
+
+
+def parse_line(lineno: int, raw: bytes, latest: int) -> Line | Reject | None:
+    """Parse one physical line: a :class:`Line`, a :class:`Reject`, or None for a blank line."""
+    if len(raw) > MAX_LINE_BYTES:
+        return Reject(lineno, "line longer than 1 MiB", raw_text(raw))
+    if not raw.strip():
+        return None
+    try:
+        return parse_object(lineno, decode_json_line(raw), latest)
+    except LineError as error:
+        return Reject(lineno, str(error), raw_text(raw))
+
+
+def parse_stream(stream: IO[bytes], latest: int) -> Iterator[Line | Reject]:
+    """Parse a whole export stream lazily; blank lines are skipped."""
+    for lineno, raw in iter_raw_lines(stream):
+        parsed = parse_line(lineno, raw, latest)
+        if parsed is not None:
+            yield parsed
+
+
+def parse_lines(lines: Iterable[bytes | str], latest: int) -> Iterator[Line | Reject]:
+    """Parse lines already split (tests, small inputs); numbering starts at 1."""
+    for lineno, line in enumerate(lines, start=1):
+        raw = line.encode() if isinstance(line, str) else line
+        raw = raw.rstrip(b"\r\n")
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        parsed = parse_line(lineno, raw, latest)
+        if parsed is not None:
+            yield parsed

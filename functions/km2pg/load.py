@@ -1,0 +1,268 @@
+"""Load one export file: stream it into staging, then apply it in one all-or-nothing transaction.
+
+The steps, and why:
+1. Recognize a file already loaded (same export key and content) without parsing it, when its
+   content hash is cheap to know (a local file, or an S3 ETag): ``skipped``.
+2. Parse and COPY the whole file into a temporary staging table (one streaming pass; memory is
+   bounded by a chunk, not the file).
+3. Too many rejects: ledger ``failed`` with the reason; nothing is loaded.
+4. Create the months' partitions the file needs, in a short transaction of its own.
+5. One transaction: dictionaries, events, actions, properties, aliases, the ledger row and the
+   rejects, then the identity merge. A crash anywhere leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final
+
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from km2pg import db, store
+from km2pg.db import Connection
+from km2pg.errors import DatabaseUnavailable, Km2pgError, LoadFailed
+from km2pg.export import FUTURE_SLACK_SECONDS, parse_stream
+from km2pg.sources import ContentStream, ExportFile, content_md5
+from km2pg.staging import GuardedStream, StageStats, copy_rows
+
+DEFAULT_MAX_REJECT_SHARE: Final = 0.10
+_PARTITION_RACE_RETRIES: Final = 3
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    statement_timeout_ms: int | None = None
+    on_progress: Callable[[int], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What happened to one file. ``status`` is ``loaded``, ``skipped`` or ``failed``."""
+
+    label: str
+    export_key: str
+    status: str
+    fileid: int | None = None
+    lines: int = 0
+    events: int = 0
+    actions: int = 0
+    properties: int = 0
+    aliases: int = 0
+    rejects: int = 0
+    min_t: datetime | None = None
+    max_t: datetime | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    bytes: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def prepare_connection(con: Connection, options: LoadOptions | None = None) -> None:
+    """Once per connection: the schema is current, the staging table exists."""
+    db.ensure_schema(con)
+    store.setup_session(con)
+    timeout = options.statement_timeout_ms if options else None
+    if timeout:
+        con.run(f"SET statement_timeout = {int(timeout)}")
+
+
+def load_file(con: Connection, file: ExportFile, options: LoadOptions | None = None) -> LoadResult:
+    """Load one export file exactly once. Data problems give a ``failed`` result; a lost or
+    refused database raises :class:`DatabaseUnavailable`; an unreadable source raises
+    :class:`SourceError`."""
+    options = options or LoadOptions()
+    started = time.monotonic()
+    entry = store.LedgerEntry(
+        source=file.source,
+        path=file.path,
+        export_key=file.export_key,
+        revision=file.revision,
+        etag=file.etag,
+        content_md5=None,
+        size=file.size,
+        started_at=datetime.now(UTC),
+    )
+    try:
+        return _load(con, file, entry, options, started)
+    except (DatabaseError, InterfaceError, OSError) as error:
+        db.rollback_quietly(con)
+        raise db.translate(error) from error
+
+
+def _load(
+    con: Connection,
+    file: ExportFile,
+    entry: store.LedgerEntry,
+    options: LoadOptions,
+    started: float,
+) -> LoadResult:
+    md5 = file.known_md5 or (content_md5(file) if file.local else None)
+    if md5 is not None:
+        entry = replace(entry, content_md5=md5)
+        if store.loaded_fileid(con, file.export_key, md5) is not None:
+            return _skip(con, file, entry, started)
+
+    stats = StageStats()
+    latest = int(time.time()) + FUTURE_SLACK_SECONDS
+    with ContentStream(file) as content:
+        chunks = GuardedStream(
+            copy_rows(parse_stream(content.stream, latest), stats, options.on_progress)
+        )
+        with db.transaction(con):
+            store.stage(con, chunks)
+            if chunks.error is not None:
+                raise chunks.error
+        entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)
+
+    try:
+        if md5 is None and store.loaded_fileid(con, file.export_key, content.md5) is not None:
+            return _skip(con, file, entry, started, stats)
+
+        if stats.rejects and stats.reject_share() > options.max_reject_share:
+            reason = (
+                f"{stats.rejects} of {stats.parsed} lines rejected "
+                f"({stats.reject_share():.1%}, over the {options.max_reject_share:.0%} limit)"
+            )
+            return _fail(con, file, entry, stats, reason, started)
+
+        return _apply(con, file, entry, stats, started)
+    finally:
+        store.clear_stage(con)
+
+
+def _apply(
+    con: Connection,
+    file: ExportFile,
+    entry: store.LedgerEntry,
+    stats: StageStats,
+    started: float,
+) -> LoadResult:
+    for _attempt in range(_PARTITION_RACE_RETRIES):
+        store.create_partitions(con, store.missing_partitions(con, stats.months))
+        try:
+            with db.transaction(con):
+                store.lock_for_load(con, file.export_key)
+                if store.missing_partitions(con, stats.months):
+                    # Pruned between creating and locking: roll back and create them again.
+                    raise _PartitionsGone
+                if store.loaded_fileid(con, file.export_key, entry.content_md5 or "") is not None:
+                    # Another loader finished the same file while we parsed it.
+                    raise _AlreadyLoaded
+                added = store.insert_facts(con, file.revision)
+                counts = _counts(stats, added)
+                fileid = store.record(con, entry, "loaded", counts)
+                store.keep_rejects(con, fileid)
+                if stats.aliases:
+                    store.merge_persons(con)
+        except _PartitionsGone:
+            continue
+        except _AlreadyLoaded:
+            return _skip(con, file, entry, started, stats)
+        return _result(file, "loaded", fileid, counts, started, entry.size)
+    raise DatabaseUnavailable("month partitions kept disappearing during the load (pruning?)")
+
+
+class _PartitionsGone(Exception):
+    pass
+
+
+class _AlreadyLoaded(Exception):
+    pass
+
+
+def _skip(
+    con: Connection,
+    file: ExportFile,
+    entry: store.LedgerEntry,
+    started: float,
+    stats: StageStats | None = None,
+) -> LoadResult:
+    counts = store.RowCounts(lines=stats.lines if stats else 0)
+    with db.transaction(con):
+        fileid = store.record(con, entry, "skipped", counts)
+    return _result(file, "skipped", fileid, counts, started, entry.size)
+
+
+def _fail(
+    con: Connection,
+    file: ExportFile,
+    entry: store.LedgerEntry,
+    stats: StageStats,
+    reason: str,
+    started: float,
+) -> LoadResult:
+    counts = _counts(stats, store.RowCounts())
+    with db.transaction(con):
+        fileid = store.record(con, entry, "failed", counts, error=reason)
+        store.keep_rejects(con, fileid, limit=store.MAX_FAILED_REJECTS)
+    return _result(file, "failed", fileid, counts, started, entry.size, error=reason)
+
+
+def record_failure(con: Connection, file: ExportFile, error: Km2pgError) -> None:
+    """Best effort: note a file that failed for a reason other than its data (unreadable...)."""
+    entry = store.LedgerEntry(
+        source=file.source,
+        path=file.path,
+        export_key=file.export_key,
+        revision=file.revision,
+        etag=file.etag,
+        content_md5=None,
+        size=file.size,
+        started_at=datetime.now(UTC),
+    )
+    try:
+        with db.transaction(con):
+            store.record(con, entry, "failed", store.RowCounts(), error=str(error))
+    except (DatabaseError, InterfaceError, OSError):
+        pass
+
+
+def _counts(stats: StageStats, added: store.RowCounts) -> store.RowCounts:
+    return store.RowCounts(
+        lines=stats.lines,
+        events=added.events,
+        actions=added.actions,
+        properties=added.properties,
+        aliases=added.aliases,
+        rejects=stats.rejects,
+        min_t=stats.min_time(),
+        max_t=stats.max_time(),
+    )
+
+
+def _result(
+    file: ExportFile,
+    status: str,
+    fileid: int,
+    counts: store.RowCounts,
+    started: float,
+    size: int | None,
+    error: str | None = None,
+) -> LoadResult:
+    return LoadResult(
+        label=file.label,
+        export_key=file.export_key,
+        status=status,
+        fileid=fileid,
+        lines=counts.lines,
+        events=counts.events,
+        actions=counts.actions,
+        properties=counts.properties,
+        aliases=counts.aliases,
+        rejects=counts.rejects,
+        min_t=counts.min_t,
+        max_t=counts.max_t,
+        seconds=time.monotonic() - started,
+        error=error,
+        bytes=size or 0,
+    )
+
+
+__all__ = ["LoadFailed", "LoadOptions", "LoadResult", "load_file", "prepare_connection"]

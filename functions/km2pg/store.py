@@ -1,0 +1,390 @@
+"""All SQL that loads files, keeps the ledger and merges identities: set-based, in a fixed order.
+
+Concurrency without deadlocks: every load transaction takes its locks in one global order
+(the partition lock, the file's lock, then new rows of users, actions, keys, events,
+event_actions, event_properties, aliases and the ledger, each table's rows in key order, and
+last the alias lock). Two loaders can wait for each other but never in a cycle. New partitions
+are created in their own short transaction before the load, since DDL on a partitioned table
+waits for every load in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from km2pg import db
+from km2pg.db import Connection
+from km2pg.staging import STAGE_COLUMNS
+
+LOCK_FILES_NAMESPACE: Final = db.LOCK_NAMESPACE + 1
+MAX_FAILED_REJECTS: Final = 10_000
+"""Rejects kept for a file that failed the threshold: enough to see what is wrong with it."""
+
+STAGE: Final = "pg_temp.km2pg_stage"
+
+SESSION_SETUP: Final = f"""
+SET work_mem = '64MB';
+SET TIME ZONE 'UTC';
+CREATE TEMP TABLE IF NOT EXISTS km2pg_stage (
+    rec    "char" NOT NULL,
+    lineno integer NOT NULL,
+    p      text,
+    p2     text,
+    t      bigint,
+    name   text,
+    value  text
+);
+TRUNCATE {STAGE};
+"""
+
+
+def setup_session(con: Connection) -> None:
+    """Per connection: the staging table (temporary, unlogged) and session settings."""
+    con.run(SESSION_SETUP)
+
+
+def stage(con: Connection, chunks: Iterable[str]) -> None:
+    """COPY a file's rows into the (emptied) staging table and refresh its statistics."""
+    con.run(f"TRUNCATE {STAGE}")
+    con.run(f"COPY {STAGE} ({STAGE_COLUMNS}) FROM STDIN", stream=chunks)
+    con.run(f"ANALYZE {STAGE}")
+
+
+def clear_stage(con: Connection) -> None:
+    con.run(f"TRUNCATE {STAGE}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    source: str
+    path: str
+    export_key: str
+    revision: int
+    etag: str | None
+    content_md5: str | None
+    size: int | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    lines: int = 0
+    events: int = 0
+    actions: int = 0
+    properties: int = 0
+    aliases: int = 0
+    rejects: int = 0
+    min_t: datetime | None = None
+    max_t: datetime | None = None
+
+
+def loaded_fileid(con: Connection, export_key: str, content_md5: str) -> int | None:
+    """The ledger row of an earlier successful load of this export file and content, if any."""
+    value = db.scalar(
+        con,
+        "SELECT fileid FROM km2pg.files WHERE export_key = :key AND content_md5 = :md5"
+        " AND status = 'loaded'",
+        key=export_key,
+        md5=content_md5,
+    )
+    return None if value is None else int(value)
+
+
+def record(
+    con: Connection,
+    entry: LedgerEntry,
+    status: str,
+    counts: RowCounts,
+    error: str | None = None,
+) -> int:
+    """Insert one ledger row; returns its fileid."""
+    value = db.scalar(
+        con,
+        """
+        INSERT INTO km2pg.files (source, path, export_key, revision, etag, content_md5, size,
+            status, lines, events, actions, properties, aliases, rejects, min_t, max_t,
+            started_at, error)
+        VALUES (:source, :path, :export_key, :revision, :etag, :md5, :size,
+            :status, :lines, :events, :actions, :properties, :aliases, :rejects, :min_t, :max_t,
+            :started_at, :error)
+        RETURNING fileid
+        """,
+        source=entry.source,
+        path=entry.path,
+        export_key=entry.export_key,
+        revision=entry.revision,
+        etag=entry.etag,
+        md5=entry.content_md5,
+        size=entry.size,
+        status=status,
+        lines=counts.lines,
+        events=counts.events,
+        actions=counts.actions,
+        properties=counts.properties,
+        aliases=counts.aliases,
+        rejects=counts.rejects,
+        min_t=counts.min_t,
+        max_t=counts.max_t,
+        started_at=entry.started_at,
+        error=error,
+    )
+    return int(value)
+
+
+def keep_rejects(con: Connection, fileid: int, limit: int | None = None) -> int:
+    """Copy the staged rejects into ``km2pg.rejects`` for this ledger row."""
+    con.run(
+        f"""
+        INSERT INTO km2pg.rejects (fileid, lineno, reason, raw)
+        SELECT :fileid, lineno, name, value FROM {STAGE} WHERE rec = 'r'
+        ORDER BY lineno LIMIT :limit
+        """,
+        fileid=fileid,
+        limit=limit,
+    )
+    return int(con.row_count or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Partitions
+
+
+def _partition_name(month: tuple[int, int]) -> str:
+    return f"km2pg.events_{month[0]:04d}_{month[1]:02d}"
+
+
+def missing_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    wanted = sorted(set(months))
+    if not wanted:
+        return []
+    present = db.rows(
+        con,
+        "SELECT to_regclass(name) IS NOT NULL FROM unnest(CAST(:names AS text[])) AS name",
+        names=[_partition_name(m) for m in wanted],
+    )
+    return [month for month, (exists,) in zip(wanted, present, strict=True) if not exists]
+
+
+def create_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> int:
+    """Create the missing month partitions in a short transaction of their own."""
+    wanted = sorted(set(months))
+    if not wanted:
+        return 0
+    created = 0
+    with db.transaction(con):
+        con.run(
+            "SELECT pg_advisory_xact_lock(:ns, :key)",
+            ns=db.LOCK_NAMESPACE,
+            key=db.LOCK_PARTITIONS,
+        )
+        for year, month in wanted:
+            made = db.scalar(
+                con,
+                "SELECT km2pg.ensure_month_partitions(make_timestamptz(:y, :m, 1, 0, 0, 0, 'UTC'))",
+                y=year,
+                m=month,
+            )
+            created += bool(made)
+    return created
+
+
+# ---------------------------------------------------------------------------------------------
+# The load transaction's steps, in lock order
+
+
+def lock_for_load(con: Connection, export_key: str) -> None:
+    """Hold off pruning (shared partition lock), then serialize loads of the same export key."""
+    con.run(
+        "SELECT pg_advisory_xact_lock_shared(:ns, :key)",
+        ns=db.LOCK_NAMESPACE,
+        key=db.LOCK_PARTITIONS,
+    )
+    con.run(
+        "SELECT pg_advisory_xact_lock(:ns, hashtext(:export_key))",
+        ns=LOCK_FILES_NAMESPACE,
+        export_key=export_key,
+    )
+
+
+_DICTIONARIES: Final = f"""
+CREATE TEMP TABLE s_names ON COMMIT DROP AS
+    SELECT p AS name FROM {STAGE} WHERE rec IN ('e', 'p', 'a')
+    UNION
+    SELECT p2 FROM {STAGE} WHERE rec = 'a';
+ANALYZE s_names;
+
+INSERT INTO km2pg.users (userid, name, personid)
+SELECT id, name, id
+  FROM (SELECT nextval('km2pg.users_userid_seq') AS id, name
+          FROM (SELECT n.name FROM s_names n
+                 WHERE NOT EXISTS (SELECT FROM km2pg.users u WHERE u.name = n.name)
+                 ORDER BY n.name) AS fresh) AS numbered
+ ORDER BY name
+    ON CONFLICT (name) DO NOTHING;
+
+CREATE TEMP TABLE s_users ON COMMIT DROP AS
+    SELECT u.userid, u.name FROM km2pg.users u JOIN s_names USING (name);
+ANALYZE s_users;
+
+INSERT INTO km2pg.actions (name)
+SELECT name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = 'e') AS s
+ WHERE NOT EXISTS (SELECT FROM km2pg.actions a WHERE a.name = s.name)
+ ORDER BY name
+    ON CONFLICT (name) DO NOTHING;
+
+INSERT INTO km2pg.keys (name)
+SELECT name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = 'k') AS s
+ WHERE NOT EXISTS (SELECT FROM km2pg.keys k WHERE k.name = s.name)
+ ORDER BY name
+    ON CONFLICT (name) DO NOTHING;
+
+CREATE TEMP TABLE s_ev ON COMMIT DROP AS
+SELECT s.lineno,
+       ((s.t - 946684800) << 32) | u.userid AS eventid,
+       u.userid,
+       s.t,
+       a.actionid
+  FROM {STAGE} s
+  JOIN s_users u ON u.name = s.p
+  LEFT JOIN km2pg.actions a ON a.name = s.name
+ WHERE s.rec IN ('e', 'p');
+ANALYZE s_ev;
+"""
+
+_EVENTS: Final = """
+INSERT INTO km2pg.events (eventid, userid, t)
+SELECT DISTINCT eventid, userid, to_timestamp(t) FROM s_ev
+ ORDER BY eventid
+    ON CONFLICT DO NOTHING
+"""
+
+_EVENT_ACTIONS: Final = """
+INSERT INTO km2pg.event_actions (eventid, actionid)
+SELECT DISTINCT eventid, actionid FROM s_ev WHERE actionid IS NOT NULL
+ ORDER BY eventid, actionid
+    ON CONFLICT DO NOTHING
+"""
+
+# The greatest (revision, lineno) wins; value and action break the (theoretical) remaining ties,
+# so the outcome never depends on load order.
+_EVENT_PROPERTIES: Final = f"""
+INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
+SELECT DISTINCT ON (e.eventid, k.keyid)
+       e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
+  FROM {STAGE} s
+  JOIN s_ev e ON e.lineno = s.lineno
+  JOIN km2pg.keys k ON k.name = s.name
+ WHERE s.rec = 'k'
+ ORDER BY e.eventid, k.keyid, s.lineno DESC
+    ON CONFLICT (eventid, keyid) DO UPDATE
+   SET value = excluded.value, actionid = excluded.actionid,
+       revision = excluded.revision, lineno = excluded.lineno
+ WHERE (ep.revision, ep.lineno, ep.value, coalesce(ep.actionid, -1))
+     < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))
+"""
+
+_ALIASES: Final = f"""
+INSERT INTO km2pg.aliases AS al (userid, aliasid, since)
+SELECT u1.userid, u2.userid, to_timestamp(min(s.t))
+  FROM {STAGE} s
+  JOIN s_users u1 ON u1.name = s.p
+  JOIN s_users u2 ON u2.name = s.p2
+ WHERE s.rec = 'a'
+ GROUP BY 1, 2
+ ORDER BY 1, 2
+    ON CONFLICT (userid, aliasid) DO UPDATE SET since = excluded.since
+ WHERE excluded.since < al.since
+"""
+
+_PERSON_PAIRS: Final = f"""
+SELECT DISTINCT u1.personid, u2.personid
+  FROM (SELECT DISTINCT p, p2 FROM {STAGE} WHERE rec = 'a') s
+  JOIN s_users x1 ON x1.name = s.p
+  JOIN s_users x2 ON x2.name = s.p2
+  JOIN km2pg.users u1 ON u1.userid = x1.userid
+  JOIN km2pg.users u2 ON u2.userid = x2.userid
+ WHERE u1.personid <> u2.personid
+"""
+
+
+def insert_facts(con: Connection, revision: int) -> RowCounts:
+    """Dictionaries, then events, actions and properties, from the staging table.
+
+    Returns the rows this load added (a reload adds none).
+    """
+    con.run(_DICTIONARIES)
+    con.run(_EVENTS)
+    events = int(con.row_count or 0)
+    con.run(_EVENT_ACTIONS)
+    actions = int(con.row_count or 0)
+    con.run(_EVENT_PROPERTIES, revision=revision)
+    properties = int(con.row_count or 0)
+    con.run(_ALIASES)
+    aliases = int(con.row_count or 0)
+    return RowCounts(events=events, actions=actions, properties=properties, aliases=aliases)
+
+
+def merge_persons(con: Connection) -> int:
+    """Give every person joined by this file's aliases one personid; returns users updated.
+
+    Serialized across loaders by the alias lock, taken last so it is held only briefly, and
+    read after taking it so no concurrent merge is missed.
+    """
+    con.run(
+        "SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES
+    )
+    pairs = [(int(a), int(b)) for a, b in db.rows(con, _PERSON_PAIRS)]
+    mapping = person_merges(pairs)
+    if not mapping:
+        return 0
+    con.run("CREATE TEMP TABLE s_merge (old bigint, new bigint) ON COMMIT DROP")
+    con.run(
+        "COPY s_merge (old, new) FROM STDIN",
+        stream=_chunked(f"{old}\t{new}\n" for old, new in sorted(mapping.items())),
+    )
+    con.run(
+        "UPDATE km2pg.users u SET personid = m.new FROM s_merge m WHERE u.personid = m.old"
+    )
+    return int(con.row_count or 0)
+
+
+def person_merges(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Union-find over personid pairs: each personid that must change, to its cluster's smallest.
+
+    Pure: persons are named by their smallest userid, so the merged person is the smallest.
+    """
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            low, high = (ra, rb) if ra < rb else (rb, ra)
+            parent[high] = low
+            parent.setdefault(low, low)
+    return {node: root for node in parent if (root := find(node)) != node}
+
+
+def _chunked(lines: Iterable[str], size: int = 10_000) -> Iterator[str]:
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield "".join(batch)
+            batch.clear()
+    if batch:
+        yield "".join(batch)
