@@ -58,6 +58,7 @@ class LoadResult:
     seconds: float = 0.0
     error: str | None = None
     bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -110,6 +111,7 @@ def _load(
             return _skip(con, file, entry, started)
 
     stats = StageStats()
+    timings: dict[str, float] = {"hash": time.monotonic() - started}
     latest = int(time.time()) + FUTURE_SLACK_SECONDS
     with ContentStream(file) as content:
         chunks = GuardedStream(
@@ -120,6 +122,7 @@ def _load(
             if chunks.error is not None:
                 raise chunks.error
         entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)
+    timings["stage"] = time.monotonic() - started - timings["hash"]
 
     try:
         if md5 is None and store.loaded_fileid(con, file.export_key, content.md5) is not None:
@@ -132,7 +135,7 @@ def _load(
             )
             return _fail(con, file, entry, stats, reason, started)
 
-        return _apply(con, file, entry, stats, started)
+        return _apply(con, file, entry, stats, started, timings)
     finally:
         store.clear_stage(con)
 
@@ -143,6 +146,7 @@ def _apply(
     entry: store.LedgerEntry,
     stats: StageStats,
     started: float,
+    timings: dict[str, float],
 ) -> LoadResult:
     for _attempt in range(_PARTITION_RACE_RETRIES):
         store.create_partitions(con, store.missing_partitions(con, stats.months))
@@ -155,17 +159,21 @@ def _apply(
                 if store.loaded_fileid(con, file.export_key, entry.content_md5 or "") is not None:
                     # Another loader finished the same file while we parsed it.
                     raise _AlreadyLoaded
-                added = store.insert_facts(con, file.revision)
+                added = store.insert_facts(con, file.revision, stats.names, timings)
                 counts = _counts(stats, added)
                 fileid = store.record(con, entry, "loaded", counts)
                 store.keep_rejects(con, fileid)
                 if stats.aliases:
+                    mark = time.monotonic()
                     store.merge_persons(con)
+                    timings["merge_persons"] = time.monotonic() - mark
+                mark = time.monotonic()
         except _PartitionsGone:
             continue
         except _AlreadyLoaded:
             return _skip(con, file, entry, started, stats)
-        return _result(file, "loaded", fileid, counts, started, entry.size)
+        timings["commit"] = time.monotonic() - mark
+        return _result(file, "loaded", fileid, counts, started, entry.size, timings=timings)
     raise DatabaseUnavailable("month partitions kept disappearing during the load (pruning?)")
 
 
@@ -245,6 +253,7 @@ def _result(
     started: float,
     size: int | None,
     error: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> LoadResult:
     return LoadResult(
         label=file.label,
@@ -262,6 +271,7 @@ def _result(
         seconds=time.monotonic() - started,
         error=error,
         bytes=size or 0,
+        timings=timings or {},
     )
 
 

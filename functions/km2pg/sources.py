@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -46,14 +46,32 @@ def is_revision_key(key: str) -> bool:
 
 @dataclass(frozen=True)
 class ExportFile:
-    """One file to load. ``open_raw`` opens its stored bytes (compressed when ``gzipped``)."""
+    """One file to load: a local path, or an S3 object (``source`` is then ``s3://bucket``).
+
+    Picklable (for ``--jobs``): an S3 client given here is not pickled; a new one is made.
+    """
 
     source: str
     path: str
-    size: int | None
-    open_raw: Callable[[], IO[bytes]] = field(repr=False, compare=False)
+    size: int | None = None
     etag: str | None = None
     local: bool = False
+    client: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["client"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def open_raw(self) -> IO[bytes]:
+        """Open the stored bytes (compressed when ``gzipped``) for streaming."""
+        if self.local:
+            return _open_local(Path(self.path))
+        bucket = self.source.removeprefix("s3://")
+        return _open_s3(self.client or s3_client(), bucket, self.path)
 
     @property
     def gzipped(self) -> bool:
@@ -160,18 +178,12 @@ def local_file(path: Path) -> ExportFile:
         size = resolved.stat().st_size
     except OSError as error:
         raise SourceError(f"cannot read {path}: {error.strerror}") from None
-    return ExportFile(
-        source=str(resolved.parent),
-        path=str(resolved),
-        size=size,
-        open_raw=lambda: _open_local(resolved),
-        local=True,
-    )
+    return ExportFile(source=str(resolved.parent), path=str(resolved), size=size, local=True)
 
 
 def _open_local(path: Path) -> IO[bytes]:
     try:
-        return open(path, "rb", buffering=0)  # noqa: SIM115 - closed by ContentStream
+        return open(path, "rb", buffering=0)
     except OSError as error:
         raise SourceError(f"cannot read {path}: {error.strerror}") from None
 
@@ -216,7 +228,7 @@ def s3_object(client: Any, bucket: str, key: str, size: int | None = None,
         path=key,
         size=size,
         etag=etag.strip('"') if etag else None,
-        open_raw=lambda: _open_s3(client, bucket, key),
+        client=client,
     )
 
 

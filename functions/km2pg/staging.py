@@ -6,6 +6,7 @@ into PostgreSQL through a single COPY while Python parses the next lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,21 +14,49 @@ from typing import Final
 
 from km2pg.export import Line, LineKind, Reject
 
-# Characters COPY's text format gives a meaning to, escaped; NUL removed (text cannot hold it).
-_COPY_ESCAPES: Final = str.maketrans(
-    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": None}
-)
+# Characters COPY's text format gives a meaning to are escaped (the parser already removed NUL).
+_SPECIAL: Final = re.compile(r"[\\\t\n\r]")
 NULL: Final = "\\N"
 CHUNK_CHARS: Final = 256 * 1024
 
-STAGE_COLUMNS: Final = "rec, lineno, p, p2, t, name, value"
+STAGE_COLUMNS: Final = "rec, lineno, p, p2, t, name, value, action"
+MAX_NAMES: Final = 100_000
+"""Distinct action or key names remembered per file; past that they are found in SQL."""
 REC_PROPERTY: Final = "k"
 REC_REJECT: Final = "r"
 
 
+def _same(value: str) -> str:
+    return value
+
+
 def copy_text(value: str) -> str:
-    """Escape one value for COPY text format."""
-    return value.translate(_COPY_ESCAPES)
+    """Escape one value for COPY text format (fast when, as usual, there is nothing to escape)."""
+    if _SPECIAL.search(value) is None:
+        return value
+    return (
+        value.replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\x00", "")
+    )
+
+
+@dataclass
+class StagedNames:
+    """The distinct action and property names of a file, or None when there were too many."""
+
+    actions: set[str] | None = field(default_factory=set)
+    keys: set[str] | None = field(default_factory=set)
+
+    def bound(self) -> tuple[set[str] | None, set[str] | None]:
+        """Give up on a set that grew past MAX_NAMES; returns both (checked once per chunk)."""
+        if self.actions is not None and len(self.actions) > MAX_NAMES:
+            self.actions = None
+        if self.keys is not None and len(self.keys) > MAX_NAMES:
+            self.keys = None
+        return self.actions, self.keys
 
 
 @dataclass
@@ -44,6 +73,7 @@ class StageStats:
     min_t: int | None = None
     max_t: int | None = None
     months: set[tuple[int, int]] = field(default_factory=set)
+    names: StagedNames = field(default_factory=StagedNames)
 
     @property
     def parsed(self) -> int:
@@ -71,65 +101,91 @@ def copy_rows(
     """
     esc = copy_text
     buffer: list[str] = []
-    size = 0
-    reported = 0
+    size = reported = 0
+    # Counters are locals in the loop (attribute updates per line cost), saved per chunk.
+    lines = accepted = rejects = events = property_sets = aliases = properties = 0
     min_t = max_t = None
     months = stats.months
-    seen_seconds_month: dict[int, tuple[int, int]] = {}
+    names = stats.names
+    action_names, key_names = names.actions, names.keys
+    days_seen: set[int] = set()
+
+    def save() -> None:
+        stats.lines, stats.accepted, stats.rejects = lines, accepted, rejects
+        stats.events, stats.property_sets, stats.aliases = events, property_sets, aliases
+        stats.properties, stats.min_t, stats.max_t = properties, min_t, max_t
+
     for item in parsed:
-        if isinstance(item, Reject):
-            stats.rejects += 1
-            row = f"r\t{item.lineno}\t\\N\t\\N\t\\N\t{esc(item.reason)}\t{esc(item.raw)}\n"
+        lineno = item.lineno
+        lines = lineno
+        if item.__class__ is Reject:
+            rejects += 1
+            row = f"r\t{lineno}\t\\N\t\\N\t\\N\t{esc(item.reason)}\t{esc(item.raw)}\t\\N\n"  # type: ignore[union-attr]
             buffer.append(row)
             size += len(row)
-            stats.lines = item.lineno
             continue
-        stats.accepted += 1
-        stats.lines = item.lineno
+        assert isinstance(item, Line)
+        accepted += 1
         t = item.t
         if min_t is None or t < min_t:
             min_t = t
         if max_t is None or t > max_t:
             max_t = t
-        # A month per distinct day is plenty to find the months; avoid datetime per line.
         day = t // 86400
-        if day not in seen_seconds_month:
+        if day not in days_seen:
+            days_seen.add(day)
             moment = datetime.fromtimestamp(day * 86400, UTC)
-            seen_seconds_month[day] = (moment.year, moment.month)
             months.add((moment.year, moment.month))
+        # A plain line has nothing to escape (see Line.plain): skip the work.
+        plain = item.plain
+        e = _same if plain else esc
         kind = item.kind
         if kind is LineKind.ALIAS:
-            stats.aliases += 1
-            row = f"a\t{item.lineno}\t{esc(item.person)}\t{esc(item.alias or '')}\t{t}\t\\N\t\\N\n"
+            aliases += 1
+            row = f"a\t{lineno}\t{e(item.person)}\t{e(item.alias or '')}\t{t}\t\\N\t\\N\t\\N\n"
         else:
+            person = e(item.person)
             if kind is LineKind.EVENT:
-                stats.events += 1
-                row = f"e\t{item.lineno}\t{esc(item.person)}\t\\N\t{t}\t{esc(item.name or '')}\t\\N\n"
+                events += 1
+                name = item.name or ""
+                if action_names is not None:
+                    action_names.add(name)
+                action = e(name)
+                row = f"e\t{lineno}\t{person}\t\\N\t{t}\t{action}\t\\N\t\\N\n"
             else:
-                stats.property_sets += 1
-                row = f"p\t{item.lineno}\t{esc(item.person)}\t\\N\t{t}\t\\N\t\\N\n"
-            if item.properties:
-                lineno = item.lineno
-                stats.properties += len(item.properties)
-                row += "".join(
-                    f"k\t{lineno}\t\\N\t\\N\t\\N\t{esc(key)}\t{esc(value)}\n"
-                    for key, value in item.properties
-                )
+                property_sets += 1
+                action = "\\N"
+                row = f"p\t{lineno}\t{person}\t\\N\t{t}\t\\N\t\\N\t\\N\n"
+            pairs = item.properties
+            if pairs:
+                properties += len(pairs)
+                if key_names is not None:
+                    key_names.update([key for key, _ in pairs])
+                prefix = f"k\t{lineno}\t{person}\t\\N\t{t}\t"
+                suffix = f"\t{action}\n"
+                if plain:
+                    row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in pairs])
+                else:
+                    row += "".join(
+                        [f"{prefix}{esc(key)}\t{esc(value)}{suffix}" for key, value in pairs]
+                    )
         buffer.append(row)
         size += len(row)
         if size >= CHUNK_CHARS:
+            save()
+            action_names, key_names = names.bound()
             yield "".join(buffer)
             buffer.clear()
             size = 0
             if on_progress is not None:
-                on_progress(stats.lines - reported)
-                reported = stats.lines
-            stats.min_t, stats.max_t = min_t, max_t
-    stats.min_t, stats.max_t = min_t, max_t
+                on_progress(lines - reported)
+                reported = lines
+    save()
+    names.bound()
     if buffer:
         yield "".join(buffer)
-    if on_progress is not None and stats.lines > reported:
-        on_progress(stats.lines - reported)
+    if on_progress is not None and lines > reported:
+        on_progress(lines - reported)
 
 
 class GuardedStream:

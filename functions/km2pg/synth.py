@@ -101,15 +101,16 @@ MESS_RATES: Final[dict[str, float]] = {
 }
 """Messy mode: the share of line slots given each kind of damage (3.4% in all).
 
-Lines a reader must reject (truncated, not_object, missing_p, empty_p, missing_t) are 0.6%; with
-the ones a strict reader may also reject (millis, nested, nul) about 1%. Besides these, messy mode
-starts the first file with a UTF-8 BOM and ends the last file without a final newline.
+Lines a reader must reject (truncated, not_object, missing_p, empty_p, missing_t, and millis,
+whose ``_t`` is far in the future) are 0.8%; blank lines (0.3%) are skipped. Besides these,
+messy mode starts the first file with a UTF-8 BOM and ends the last file without a final newline.
 """
 
 _INVALID_MESS: Final = frozenset(
-    {"blank", "truncated", "not_object", "missing_p", "empty_p", "missing_t"}
+    {"blank", "truncated", "not_object", "missing_p", "empty_p", "missing_t", "millis"}
 )
-"""Kinds after which the line has no usable person and timestamp."""
+"""Kinds that leave no usable person and time (a millisecond ``_t`` reads as far in the future);
+they count in neither ``index.csv`` nor :class:`ExportSummary` time ranges."""
 
 _CHUNK_LINES: Final = 8192
 _BOM: Final = b"\xef\xbb\xbf"
@@ -248,8 +249,8 @@ class ExportSummary:
     """Physical lines written in all files, blank and bad ones included."""
     first_revision: int
     min_t: int
-    """Smallest ``_t`` (unix seconds, after undoing millisecond/string/float forms) of the lines
-    that have a person and a timestamp."""
+    """Smallest ``_t`` (unix seconds; a string or float ``_t`` read as its whole seconds) of the
+    lines a reader can use: JSON objects with a person and a timestamp in seconds."""
     max_t: int
 
 

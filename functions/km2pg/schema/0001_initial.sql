@@ -22,14 +22,14 @@ CREATE TABLE km2pg.schema_migrations (
 
 CREATE FUNCTION km2pg.make_eventid(userid bigint, t timestamptz) RETURNS bigint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT ((extract(epoch FROM t)::bigint - 946684800) << 32) | userid $$;
+    AS $$ SELECT ((floor(extract(epoch FROM t))::bigint - 946684800) << 32) | userid $$;
 
 COMMENT ON FUNCTION km2pg.make_eventid(bigint, timestamptz) IS
     'The eventid of the event of identity userid at second t.';
 
 CREATE FUNCTION km2pg.eventid_floor(t timestamptz) RETURNS bigint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT (extract(epoch FROM t)::bigint - 946684800) << 32 $$;
+    AS $$ SELECT (floor(extract(epoch FROM t))::bigint - 946684800) << 32 $$;
 
 COMMENT ON FUNCTION km2pg.eventid_floor(timestamptz) IS
     'The smallest eventid of any event at or after t: eventid >= eventid_floor(x) means t >= x.';
@@ -87,10 +87,14 @@ CREATE TABLE km2pg.events (
     eventid bigint NOT NULL,
     userid  bigint NOT NULL,
     t       timestamptz NOT NULL,
-    -- eventid alone is unique (it encodes userid and t); PostgreSQL wants the partition key in
-    -- every unique constraint of a partitioned table, hence t here.
+    -- eventid alone is unique; PostgreSQL wants the partition key in every unique constraint of
+    -- a partitioned table, hence t here. Since eventid encodes (userid, t) one to one (checked
+    -- below), this key also makes (userid, t) unique, without the cost of a second index.
     PRIMARY KEY (eventid, t),
-    UNIQUE (userid, t)
+    CONSTRAINT events_eventid_encodes_userid_and_t CHECK (
+        (eventid & 4294967295) = userid
+        AND (eventid >> 32) = date_part('epoch', t)::bigint - 946684800
+    )
 ) PARTITION BY RANGE (t);
 
 COMMENT ON TABLE km2pg.events IS
@@ -119,8 +123,6 @@ COMMENT ON TABLE km2pg.event_properties IS
     'One value per (event, key). actionid is the action of the line that set it (null for '
     'property-set lines); revision and lineno say which export line it came from: on a conflict '
     'the greatest (revision, lineno) wins, so load order never matters.';
-
-CREATE INDEX event_actions_actionid ON km2pg.event_actions (actionid);
 
 -- ---------------------------------------------------------------------------------------------
 -- The load ledger

