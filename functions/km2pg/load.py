@@ -25,7 +25,7 @@ from km2pg import db, store
 from km2pg.db import Connection
 from km2pg.errors import DatabaseUnavailable, Km2pgError, LoadFailed
 from km2pg.export import FUTURE_SLACK_SECONDS, parse_stream
-from km2pg.sources import ContentStream, ExportFile, content_md5
+from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
 from km2pg.staging import GuardedStream, StageStats, copy_rows
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
@@ -119,6 +119,8 @@ def _load(
         )
         with db.transaction(con):
             store.stage(con, chunks)
+            if isinstance(chunks.error, READ_ERRORS):
+                raise read_error(file, chunks.error)
             if chunks.error is not None:
                 raise chunks.error
         entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)

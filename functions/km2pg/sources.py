@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,14 +158,26 @@ class ContentStream:
         self.close()
 
 
+READ_ERRORS: Final = (OSError, EOFError, zlib.error)
+"""What reading a damaged or vanishing file raises (gzip.BadGzipFile is an OSError)."""
+
+
+def read_error(file: ExportFile, error: BaseException) -> SourceError:
+    """A one-line SourceError for a failure while reading ``file``."""
+    if isinstance(error, SourceError):
+        return error
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return SourceError(f"cannot read {file.label}: {detail}")
+
+
 def content_md5(file: ExportFile) -> str:
     """Read a whole file once to hash its content (cheap next to parsing it)."""
     with ContentStream(file) as content:
         try:
             while content.stream.read(READ_CHUNK):
                 pass
-        except (OSError, EOFError) as error:
-            raise SourceError(f"cannot read {file.label}: {error}") from None
+        except READ_ERRORS as error:
+            raise read_error(file, error) from None
         return content.md5
 
 

@@ -1,0 +1,53 @@
+# km2pg: the usual targets. Everything runs from a local virtualenv (.venv) made on demand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: help install test unit integration lint format typecheck demo bench clean
+
+help:
+	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
+	@echo "make test       the whole test suite (embedded PostgreSQL, or \$$KM2PG_TEST_DSN)"
+	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make format     ruff format and autofix"
+	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
+	@echo "make clean      remove the virtualenv and caches"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "km2pg needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check functions tests benchmarks
+	$(BIN)/ruff format --check functions tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix functions tests benchmarks
+	$(BIN)/ruff format functions tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/km2pg demo
+
+bench: install
+	$(BIN)/python benchmarks/bench_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out
