@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from km2pg import db, sources
 from km2pg.dsn import ConnectionSettings, parse_dsn
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     migrate.set_defaults(func=cmd_migrate)
+
+    backfill = commands.add_parser(
+        "backfill", parents=[common],
+        help="queue every export file in the bucket that is not loaded yet (deployed km2pg)")
+    backfill.add_argument("--queue-url", required=True, help="the stack's load queue URL")
+    backfill.add_argument("--bucket", required=True, help="the export bucket")
+    backfill.add_argument("--prefix", default="revisions/", help="default: revisions/")
+    backfill.add_argument("--limit", type=_positive, help="queue at most this many files")
+    backfill.set_defaults(func=cmd_backfill)
 
     dsn = commands.add_parser("dsn", parents=[common],
                               help="print the database's DSN (without its password)")
@@ -239,6 +249,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"applied {names}; schema is at version {version}")
     else:
         print(f"schema is up to date (version {version})")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import boto3
+
+    from km2pg.reconcile import reconcile
+
+    with db.connection(resolve_settings(args.dsn)) as con:
+        db.ensure_schema(con)
+        result = reconcile(
+            con, boto3.client("s3"), boto3.client("sqs"), bucket=args.bucket,
+            prefix=args.prefix, queue_url=args.queue_url, limit=args.limit,
+            min_age=timedelta(0),
+        )
+    print(f"{result.listed:,} export files in s3://{args.bucket}/{args.prefix}, "
+          f"{result.pending:,} not loaded, {result.enqueued:,} queued")
     return 0
 
 

@@ -36,6 +36,10 @@ _TRANSIENT_CLASSES: Final = ("08", "53", "57", "28")
 _TRANSIENT_CODES: Final = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 
 
+class AuthenticationFailed(DatabaseUnavailable):
+    """The server refused our credentials (perhaps rotated: read them again and retry)."""
+
+
 class QueryError(Km2pgError):
     """A statement failed for a reason that is not transient (a bug or a schema mismatch)."""
 
@@ -99,7 +103,8 @@ def connect(settings: ConnectionSettings) -> Connection:
         message = server_message(error)
         if isinstance(error, InterfaceError) and "SSL" in message:
             message += " (set sslmode=disable for a server without TLS)"
-        raise DatabaseUnavailable(
+        failure = AuthenticationFailed if is_auth_failure(error) else DatabaseUnavailable
+        raise failure(
             f"cannot connect to the database at {settings.describe()}: {message}"
         ) from None
 
@@ -120,6 +125,13 @@ def _open_socket(settings: ConnectionSettings) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.settimeout(None)
     return sock
+
+
+def is_auth_failure(error: BaseException) -> bool:
+    """Wrong password or role: the credentials may have been rotated."""
+    return (sqlstate(error) or "").startswith("28") or "password authentication failed" in str(
+        error
+    )
 
 
 @contextmanager

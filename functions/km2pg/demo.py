@@ -87,7 +87,7 @@ def show(con: db.Connection, lines: int) -> None:
     print(f"  {visited:,} visited -> {signed:,} signed up ({_pct(signed, visited)}) -> "
           f"{bought:,} checked out after signing up ({_pct(bought, signed)})")
     print()
-    print("Try it yourself: psql with search_path = km2pg (the embedded database has it set).")
+    print("Try it yourself: km2pg psql (search_path is km2pg there), or psql \"$(km2pg dsn)\".")
 
 
 def _pct(part: int, whole: int) -> str:

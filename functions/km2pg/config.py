@@ -1,0 +1,148 @@
+"""Settings for the deployed functions: read from the environment and validated once.
+
+Only the database is needed; everything else has a sensible default. Database credentials come
+from Secrets Manager (``KM2PG_DB_SECRET_ARN``, the RDS secret JSON) or, for local runs, from
+``KM2PG_DSN``. They are cached per container and read again once after an authentication failure
+(the secret may have been rotated). Secrets are never logged: ``repr`` hides them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from km2pg.dsn import SSLMODES, ConnectionSettings, parse_dsn, settings_from_values
+from km2pg.errors import ConfigError, DatabaseUnavailable
+from km2pg.load import DEFAULT_MAX_REJECT_SHARE
+
+DEFAULT_RETENTION_DAYS: Final = 400.0
+DEFAULT_EXPORT_PREFIX: Final = "revisions/"
+DEFAULT_ENQUEUE_LIMIT: Final = 5_000
+
+
+@dataclass(frozen=True)
+class Config:
+    secret_arn: str | None = None
+    dsn: str | None = field(default=None, repr=False)
+    sslmode: str = "require"
+    sslrootcert: str | None = None
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    statement_timeout_ms: int | None = None
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    queue_url: str | None = None
+    export_bucket: str | None = None
+    export_prefix: str = DEFAULT_EXPORT_PREFIX
+    enqueue_limit: int = DEFAULT_ENQUEUE_LIMIT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Parse and validate; raises :class:`ConfigError` naming the variable at fault."""
+        env = os.environ if env is None else env
+        secret_arn = env.get("KM2PG_DB_SECRET_ARN") or None
+        dsn = env.get("KM2PG_DSN") or None
+        if not secret_arn and not dsn:
+            raise ConfigError("set KM2PG_DB_SECRET_ARN (or KM2PG_DSN) to reach the database")
+        sslmode = env.get("KM2PG_DB_SSLMODE") or "require"
+        if sslmode not in SSLMODES:
+            raise ConfigError(f"KM2PG_DB_SSLMODE must be one of {', '.join(SSLMODES)}")
+        sslrootcert = env.get("KM2PG_DB_SSLROOTCERT") or None
+        if sslmode == "verify-full" and not sslrootcert:
+            raise ConfigError("KM2PG_DB_SSLMODE=verify-full needs KM2PG_DB_SSLROOTCERT")
+        return cls(
+            secret_arn=secret_arn,
+            dsn=dsn,
+            sslmode=sslmode,
+            sslrootcert=sslrootcert,
+            max_reject_share=_number(env, "KM2PG_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE,
+                                     low=0.0, high=1.0),
+            statement_timeout_ms=int(_number(env, "KM2PG_STATEMENT_TIMEOUT_MS", 0, low=0)) or None,
+            retention_days=_number(env, "KM2PG_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, low=1.0),
+            queue_url=env.get("KM2PG_QUEUE_URL") or None,
+            export_bucket=env.get("KM2PG_EXPORT_BUCKET") or None,
+            export_prefix=env.get("KM2PG_EXPORT_PREFIX") or DEFAULT_EXPORT_PREFIX,
+            enqueue_limit=int(_number(env, "KM2PG_ENQUEUE_LIMIT", DEFAULT_ENQUEUE_LIMIT, low=1)),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float,
+            high: float | None = None) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} is not a number: {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise ConfigError(f"{name} must be {bounds}, not {text}")
+    return value
+
+
+SecretReader = Callable[[str], str]
+
+
+def secrets_manager_reader(arn: str) -> str:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise DatabaseUnavailable(f"cannot read the database secret: {code}") from None
+    except BotoCoreError as error:
+        raise DatabaseUnavailable(f"cannot read the database secret: {error}") from None
+    return str(value["SecretString"])
+
+
+class Credentials:
+    """The database's connection settings, from the secret (cached) or the DSN."""
+
+    def __init__(self, config: Config, read_secret: SecretReader = secrets_manager_reader) -> None:
+        self._config = config
+        self._read_secret = read_secret
+        self._cached: ConnectionSettings | None = None
+
+    def settings(self) -> ConnectionSettings:
+        if self._cached is None:
+            self._cached = self._load()
+        return self._cached
+
+    def refresh(self) -> ConnectionSettings:
+        """Forget the cache and read the secret again (after an authentication failure)."""
+        self._cached = None
+        return self.settings()
+
+    def _load(self) -> ConnectionSettings:
+        config = self._config
+        if config.secret_arn:
+            settings = settings_from_secret(self._read_secret(config.secret_arn))
+        else:
+            assert config.dsn is not None
+            settings = parse_dsn(config.dsn)
+        if config.secret_arn or "sslmode" not in (config.dsn or ""):
+            settings = replace(settings, sslmode=config.sslmode,
+                               sslrootcert=config.sslrootcert or settings.sslrootcert)
+        return settings
+
+
+def settings_from_secret(secret: str) -> ConnectionSettings:
+    """The RDS secret JSON (host, port, username, password, dbname) as connection settings."""
+    try:
+        data: Any = json.loads(secret)
+    except ValueError:
+        raise ConfigError("the database secret is not JSON") from None
+    if not isinstance(data, dict) or not data.get("host") or not data.get("username"):
+        raise ConfigError("the database secret needs at least host and username")
+    values = {
+        "host": str(data["host"]),
+        "port": str(data.get("port") or 5432),
+        "user": str(data["username"]),
+        "password": str(data.get("password") or ""),
+        "dbname": str(data.get("dbname") or "postgres"),
+    }
+    return settings_from_values(values)

@@ -1,0 +1,32 @@
+"""Reconciler function: on a schedule, queue every export file the ledger has not loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from km2pg.errors import ConfigError
+from km2pg.handlers.observability import logger, metrics, tracer
+from km2pg.handlers.runtime import runtime
+from km2pg.reconcile import reconcile
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(raise_on_empty_metrics=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    rt = runtime()
+    config = rt.config
+    if not config.export_bucket or not config.queue_url:
+        raise ConfigError("the reconciler needs KM2PG_EXPORT_BUCKET and KM2PG_QUEUE_URL")
+    result = reconcile(
+        rt.connection(), rt.client("s3"), rt.client("sqs"),
+        bucket=config.export_bucket, prefix=config.export_prefix,
+        queue_url=config.queue_url, limit=config.enqueue_limit,
+    )
+    metrics.add_metric(name="FilesEnqueued", unit=MetricUnit.Count, value=result.enqueued)
+    summary = {"listed": result.listed, "pending": result.pending, "enqueued": result.enqueued}
+    logger.info("reconciled", bucket=config.export_bucket, **summary)
+    return summary

@@ -1,0 +1,122 @@
+"""Find export files in the bucket that the ledger has not loaded, and queue them for loading.
+
+This heals a missed notification and loads history that predates the deployment, through the
+same queue, loader and exactly-once ledger. Files that failed for their data are not queued
+again (they would fail the same way); files that could not be read are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from km2pg import db
+from km2pg.db import Connection
+from km2pg.errors import SourceError
+from km2pg.notifications import ObjectRef, reconciler_message
+from km2pg.sources import export_key, is_revision_key
+
+SQS_BATCH: Final = 10
+DEFAULT_MIN_AGE: Final = timedelta(minutes=15)
+"""Objects younger than this are left to their own notification."""
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    listed: int
+    pending: int
+    enqueued: int
+
+
+def list_exports(s3: Any, bucket: str, prefix: str,
+                 older_than: datetime | None = None) -> Iterator[ObjectRef]:
+    """Export files under ``prefix`` (optionally only those last modified before a time)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if not is_revision_key(item["Key"]):
+                    continue
+                if older_than is not None and item["LastModified"] > older_than:
+                    continue
+                yield ObjectRef(bucket, item["Key"], item.get("Size"),
+                                str(item.get("ETag", "")).strip('"') or None)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "error")
+        raise SourceError(f"cannot list s3://{bucket}/{prefix}: {code}") from None
+    except BotoCoreError as error:
+        raise SourceError(f"cannot list s3://{bucket}/{prefix}: {error}") from None
+
+
+def settled_keys(con: Connection) -> set[str]:
+    """Export keys that need no loading: loaded, or failed for their data (content was read)."""
+    rows = db.rows(
+        con,
+        """
+        SELECT DISTINCT export_key FROM km2pg.files
+         WHERE status = 'loaded' OR (status = 'failed' AND content_md5 IS NOT NULL)
+        """,
+    )
+    return {row[0] for row in rows}
+
+
+def pending(con: Connection, listing: Iterable[ObjectRef]) -> list[ObjectRef]:
+    """The listed files the ledger has not settled, in revision order."""
+    done = settled_keys(con)
+    todo = [ref for ref in listing if export_key(ref.key)[0] not in done]
+    return sorted(todo, key=lambda ref: (export_key(ref.key)[1], ref.key))
+
+
+def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
+    """Send one message per file, ten per request; raises SourceError if SQS refuses any."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    sent = 0
+    batch: list[ObjectRef] = []
+
+    def flush() -> None:
+        nonlocal sent
+        entries = [{"Id": str(i), "MessageBody": reconciler_message(ref)}
+                   for i, ref in enumerate(batch)]
+        try:
+            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            raise SourceError(f"cannot send to the load queue: {error}") from None
+        failed = response.get("Failed") or []
+        if failed:
+            raise SourceError(f"the load queue refused {len(failed)} messages: "
+                              f"{failed[0].get('Message', failed[0].get('Code'))}")
+        sent += len(entries)
+        batch.clear()
+
+    for ref in refs:
+        batch.append(ref)
+        if len(batch) == SQS_BATCH:
+            flush()
+    if batch:
+        flush()
+    return sent
+
+
+def reconcile(
+    con: Connection,
+    s3: Any,
+    sqs: Any,
+    *,
+    bucket: str,
+    prefix: str,
+    queue_url: str,
+    limit: int | None = None,
+    min_age: timedelta = DEFAULT_MIN_AGE,
+    now: datetime | None = None,
+) -> ReconcileResult:
+    """Queue up to ``limit`` export files that are in the bucket but not in the ledger."""
+    cutoff = (now or datetime.now(UTC)) - min_age
+    listing = list(list_exports(s3, bucket, prefix, older_than=cutoff))
+    todo = pending(con, listing)
+    chosen = todo if limit is None else todo[:limit]
+    return ReconcileResult(listed=len(listing), pending=len(todo),
+                           enqueued=enqueue(sqs, queue_url, chosen))
