@@ -21,6 +21,8 @@ from km2pg.load import DEFAULT_MAX_REJECT_SHARE
 DEFAULT_RETENTION_DAYS: Final = 400.0
 DEFAULT_EXPORT_PREFIX: Final = "revisions/"
 DEFAULT_ENQUEUE_LIMIT: Final = 5_000
+DEFAULT_MIN_AGE_MINUTES: Final = 15.0
+"""The reconciler leaves younger objects to their own notification."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Config:
     export_bucket: str | None = None
     export_prefix: str = DEFAULT_EXPORT_PREFIX
     enqueue_limit: int = DEFAULT_ENQUEUE_LIMIT
+    min_age_minutes: float = DEFAULT_MIN_AGE_MINUTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -64,6 +67,8 @@ class Config:
             export_bucket=env.get("KM2PG_EXPORT_BUCKET") or None,
             export_prefix=env.get("KM2PG_EXPORT_PREFIX") or DEFAULT_EXPORT_PREFIX,
             enqueue_limit=int(_number(env, "KM2PG_ENQUEUE_LIMIT", DEFAULT_ENQUEUE_LIMIT, low=1)),
+            min_age_minutes=_number(env, "KM2PG_RECONCILE_MIN_AGE_MINUTES",
+                                    DEFAULT_MIN_AGE_MINUTES, low=0.0),
         )
 
 

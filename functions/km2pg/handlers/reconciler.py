@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -25,6 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         rt.connection(), rt.client("s3"), rt.client("sqs"),
         bucket=config.export_bucket, prefix=config.export_prefix,
         queue_url=config.queue_url, limit=config.enqueue_limit,
+        min_age=timedelta(minutes=config.min_age_minutes),
     )
     metrics.add_metric(name="FilesEnqueued", unit=MetricUnit.Count, value=result.enqueued)
     summary = {"listed": result.listed, "pending": result.pending, "enqueued": result.enqueued}
