@@ -55,38 +55,52 @@ def canonical_dump(con: db.Connection) -> dict[str, list[tuple[Any, ...]]]:
         "actions": "select name from km2pg.actions",
         "keys": "select name from km2pg.keys",
     }
-    dump = {name: sorted({tuple(row) for row in db.rows(con, sql)}, key=repr)
-            for name, sql in q.items()}
+    dump = {
+        name: sorted({tuple(row) for row in db.rows(con, sql)}, key=repr) for name, sql in q.items()
+    }
     return dump
 
 
 def check_invariants(con: db.Connection) -> None:
     """What must hold after any sequence of loads."""
-    bad_person = db.scalar(con, """
+    bad_person = db.scalar(
+        con,
+        """
         select count(*) from km2pg.users u
          where u.personid <> (select min(userid) from km2pg.users v where v.personid = u.personid)
-    """)
+    """,
+    )
     assert bad_person == 0, "personid must be the smallest userid of its person"
-    bad_eventid = db.scalar(con, """
+    bad_eventid = db.scalar(
+        con,
+        """
         select count(*) from km2pg.events where eventid <> km2pg.make_eventid(userid, t)
-    """)
+    """,
+    )
     assert bad_eventid == 0, "eventid must encode (userid, t)"
-    orphans = db.scalar(con, """
+    orphans = db.scalar(
+        con,
+        """
         select (select count(*) from km2pg.event_actions x
                  where not exists (select from km2pg.events e where e.eventid = x.eventid))
              + (select count(*) from km2pg.event_properties x
                  where not exists (select from km2pg.events e where e.eventid = x.eventid))
-    """)
+    """,
+    )
     assert orphans == 0, "every action and property belongs to an event"
-    loaded_twice = db.scalar(con, """
+    loaded_twice = db.scalar(
+        con,
+        """
         select count(*) from (select export_key, content_md5 from km2pg.files
          where status = 'loaded' group by 1, 2 having count(*) > 1) x
-    """)
+    """,
+    )
     assert loaded_twice == 0
 
 
-def oracle_dump(files: Iterable[tuple[int, Sequence[str | bytes]]],
-                now: int | None = None) -> dict[str, list[tuple[Any, ...]]]:
+def oracle_dump(
+    files: Iterable[tuple[int, Sequence[str | bytes]]], now: int | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
     """The dump a correct loader produces, computed in plain Python from the parsing rules.
 
     ``files`` are (revision, lines). Independent of the SQL: no ids, no database.
@@ -143,7 +157,9 @@ def oracle_dump(files: Iterable[tuple[int, Sequence[str | bytes]]],
         "aliases": {(a, b, ts(t)) for (a, b), t in aliases.items()},
         "events": {(p, ts(t)) for p, t in events},
         "event_actions": {(p, ts(t), n) for p, t, n in actions},
-        "event_properties": {(p, ts(t), k, v[2], v[3], v[0], v[1]) for (p, t, k), v in props.items()},
+        "event_properties": {
+            (p, ts(t), k, v[2], v[3], v[0], v[1]) for (p, t, k), v in props.items()
+        },
         "actions": {(n,) for n in action_names},
         "keys": {(k,) for k in key_names},
     }

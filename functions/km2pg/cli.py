@@ -66,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = commands.add_parser("load", parents=[common], help="load export files")
-    load.add_argument("paths", nargs="+", metavar="PATH",
-                      help="a file, a folder (searched recursively) or s3://bucket/prefix")
+    load.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a file, a folder (searched recursively) or s3://bucket/prefix",
+    )
     load.add_argument("--jobs", "-j", type=_positive, default=1, help="files loaded at once")
-    load.add_argument("--max-reject-share", type=_share, default=DEFAULT_MAX_REJECT_SHARE,
-                      help="fail a file when more of its lines are rejected (default 0.1)")
+    load.add_argument(
+        "--max-reject-share",
+        type=_share,
+        default=DEFAULT_MAX_REJECT_SHARE,
+        help="fail a file when more of its lines are rejected (default 0.1)",
+    )
     load.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     load.set_defaults(func=cmd_load)
 
@@ -79,8 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     prune = commands.add_parser("prune", parents=[common], help="remove old events")
-    prune.add_argument("--older-than", type=float, required=True, metavar="DAYS",
-                       help="remove events older than this many days")
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="remove events older than this many days",
+    )
     prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     prune.set_defaults(func=cmd_prune)
 
@@ -88,25 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     backfill = commands.add_parser(
-        "backfill", parents=[common],
-        help="queue every export file in the bucket that is not loaded yet (deployed km2pg)")
+        "backfill",
+        parents=[common],
+        help="queue every export file in the bucket that is not loaded yet (deployed km2pg)",
+    )
     backfill.add_argument("--queue-url", required=True, help="the stack's load queue URL")
     backfill.add_argument("--bucket", required=True, help="the export bucket")
     backfill.add_argument("--prefix", default="revisions/", help="default: revisions/")
     backfill.add_argument("--limit", type=_positive, help="queue at most this many files")
     backfill.set_defaults(func=cmd_backfill)
 
-    dsn = commands.add_parser("dsn", parents=[common],
-                              help="print the database's DSN (without its password)")
+    dsn = commands.add_parser(
+        "dsn", parents=[common], help="print the database's DSN (without its password)"
+    )
     dsn.set_defaults(func=cmd_dsn)
 
-    psql = commands.add_parser("psql", parents=[common],
-                               help="open psql on the database, search_path set to km2pg")
+    psql = commands.add_parser(
+        "psql", parents=[common], help="open psql on the database, search_path set to km2pg"
+    )
     psql.epilog = "Other arguments are passed to psql, e.g. km2pg psql -c 'select 1'."
     psql.set_defaults(func=cmd_psql)
 
-    demo = commands.add_parser("demo", parents=[common],
-                               help="generate a sample export, load it, and show what it holds")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="generate a sample export, load it, and show what it holds"
+    )
     demo.add_argument("--lines", type=_positive, default=300_000)
     demo.add_argument("--files", type=_positive, default=48)
     demo.add_argument("--folder", help="where to write the sample export (default: a temp folder)")
@@ -140,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     files = list(sources.discover(args.paths))
     settings = resolve_settings(args.dsn)
-    results = load_with_progress(settings, files, jobs=args.jobs,
-                                 max_reject_share=args.max_reject_share, quiet=args.quiet)
+    results = load_with_progress(
+        settings, files, jobs=args.jobs, max_reject_share=args.max_reject_share, quiet=args.quiet
+    )
     return EXIT_FAILED if any(r.failed for r in results) else 0
 
 
@@ -179,8 +198,9 @@ def _say(progress: Progress, message: str) -> None:
 
 
 def summary(results: list[LoadResult], seconds: float) -> str:
-    counts = {state: sum(r.status == state for r in results)
-              for state in ("loaded", "skipped", "failed")}
+    counts = {
+        state: sum(r.status == state for r in results) for state in ("loaded", "skipped", "failed")
+    }
     loaded = [r for r in results if r.status == "loaded"]
     lines = sum(r.lines for r in loaded)
     rejects = sum(r.rejects for r in results if r.status != "skipped")
@@ -206,12 +226,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return 0
     files = report.files
-    print(f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
-          f"{files['failed']:,} failed")
+    print(
+        f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
+        f"{files['failed']:,} failed"
+    )
     print(f"lines:   {report.lines:,} loaded, {report.rejects:,} rejected")
     if report.newest_event is not None and report.lag_seconds is not None:
-        print(f"newest:  {report.newest_event:%Y-%m-%d %H:%M:%S} UTC "
-              f"(lag {_duration(report.lag_seconds)})")
+        print(
+            f"newest:  {report.newest_event:%Y-%m-%d %H:%M:%S} UTC "
+            f"(lag {_duration(report.lag_seconds)})"
+        )
     else:
         print("newest:  no events yet")
     if report.last_load is not None:
@@ -233,8 +257,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         db.ensure_schema(con)
         result = prune(con, args.older_than, dry_run=args.dry_run)
     verb = "would remove" if result.dry_run else "removed"
-    print(f"cutoff {result.cutoff:%Y-%m-%d %H:%M:%S} UTC: {verb} "
-          f"{len(result.partitions)} partitions and {result.total_rows:,} rows")
+    print(
+        f"cutoff {result.cutoff:%Y-%m-%d %H:%M:%S} UTC: {verb} "
+        f"{len(result.partitions)} partitions and {result.total_rows:,} rows"
+    )
     for table in ("events", "event_actions", "event_properties"):
         print(f"  {table:<17} {result.rows.get(table, 0):>12,} rows")
     return 0
@@ -260,12 +286,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     with db.connection(resolve_settings(args.dsn)) as con:
         db.ensure_schema(con)
         result = reconcile(
-            con, boto3.client("s3"), boto3.client("sqs"), bucket=args.bucket,
-            prefix=args.prefix, queue_url=args.queue_url, limit=args.limit,
+            con,
+            boto3.client("s3"),
+            boto3.client("sqs"),
+            bucket=args.bucket,
+            prefix=args.prefix,
+            queue_url=args.queue_url,
+            limit=args.limit,
             min_age=timedelta(0),
         )
-    print(f"{result.listed:,} export files in s3://{args.bucket}/{args.prefix}, "
-          f"{result.pending:,} not loaded, {result.enqueued:,} queued")
+    print(
+        f"{result.listed:,} export files in s3://{args.bucket}/{args.prefix}, "
+        f"{result.pending:,} not loaded, {result.enqueued:,} queued"
+    )
     return 0
 
 
@@ -280,7 +313,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
     env = dict(os.environ, PGOPTIONS="-c search_path=km2pg,public")
     if settings.password:
         env["PGPASSWORD"] = settings.password
-    os.execvpe(psql, [psql, settings.uri(), *args.extra], env)
+    os.execvpe(psql, [psql, settings.uri(), *args.extra], env)  # noqa: S606 - psql replaces us
 
 
 def _find_psql() -> str:
@@ -301,8 +334,9 @@ def _find_psql() -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from km2pg.demo import run_demo
 
-    return run_demo(resolve_settings(args.dsn), lines=args.lines, files=args.files,
-                    folder=args.folder)
+    return run_demo(
+        resolve_settings(args.dsn), lines=args.lines, files=args.files, folder=args.folder
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -325,4 +359,3 @@ def _bytes(size: float) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -59,21 +59,24 @@ class Config:
             dsn=dsn,
             sslmode=sslmode,
             sslrootcert=sslrootcert,
-            max_reject_share=_number(env, "KM2PG_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE,
-                                     low=0.0, high=1.0),
+            max_reject_share=_number(
+                env, "KM2PG_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE, low=0.0, high=1.0
+            ),
             statement_timeout_ms=int(_number(env, "KM2PG_STATEMENT_TIMEOUT_MS", 0, low=0)) or None,
             retention_days=_number(env, "KM2PG_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, low=1.0),
             queue_url=env.get("KM2PG_QUEUE_URL") or None,
             export_bucket=env.get("KM2PG_EXPORT_BUCKET") or None,
             export_prefix=env.get("KM2PG_EXPORT_PREFIX") or DEFAULT_EXPORT_PREFIX,
             enqueue_limit=int(_number(env, "KM2PG_ENQUEUE_LIMIT", DEFAULT_ENQUEUE_LIMIT, low=1)),
-            min_age_minutes=_number(env, "KM2PG_RECONCILE_MIN_AGE_MINUTES",
-                                    DEFAULT_MIN_AGE_MINUTES, low=0.0),
+            min_age_minutes=_number(
+                env, "KM2PG_RECONCILE_MIN_AGE_MINUTES", DEFAULT_MIN_AGE_MINUTES, low=0.0
+            ),
         )
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, low: float,
-            high: float | None = None) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, low: float, high: float | None = None
+) -> float:
     text = env.get(name)
     if not text:
         return default
@@ -130,8 +133,11 @@ class Credentials:
             assert config.dsn is not None
             settings = parse_dsn(config.dsn)
         if config.secret_arn or "sslmode" not in (config.dsn or ""):
-            settings = replace(settings, sslmode=config.sslmode,
-                               sslrootcert=config.sslrootcert or settings.sslrootcert)
+            settings = replace(
+                settings,
+                sslmode=config.sslmode,
+                sslrootcert=config.sslrootcert or settings.sslrootcert,
+            )
         return settings
 
 

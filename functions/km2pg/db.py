@@ -10,18 +10,17 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
+from pg8000.native import Connection
 
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError
-
-Connection = pg8000.native.Connection
 
 SCHEMA: Final = "km2pg"
 # Advisory lock keys (first int: km2pg's namespace; second: the purpose).
@@ -87,7 +86,7 @@ def connect(settings: ConnectionSettings) -> Connection:
             f"cannot reach the database at {settings.describe()}: {reason}"
         ) from None
     try:
-        return pg8000.native.Connection(
+        con: Connection = pg8000.native.Connection(
             user=settings.user,
             password=settings.password,
             database=settings.database,
@@ -107,6 +106,7 @@ def connect(settings: ConnectionSettings) -> Connection:
         raise failure(
             f"cannot connect to the database at {settings.describe()}: {message}"
         ) from None
+    return con
 
 
 def _open_socket(settings: ConnectionSettings) -> socket.socket:
@@ -147,10 +147,9 @@ def connection(settings: ConnectionSettings) -> Iterator[Connection]:
 
 
 def close_quietly(con: Connection) -> None:
-    try:
+    # The connection may already be gone; there is nothing left to do then.
+    with suppress(Exception):
         con.close()
-    except Exception:  # noqa: S110 - the connection may already be gone; nothing to do
-        pass
 
 
 @contextmanager
@@ -166,10 +165,9 @@ def transaction(con: Connection) -> Iterator[Connection]:
 
 
 def rollback_quietly(con: Connection) -> None:
-    try:
+    # A dead connection rolls back by itself.
+    with suppress(Exception):
         con.run("ROLLBACK")
-    except Exception:  # noqa: S110 - a dead connection rolls back by itself
-        pass
 
 
 def rows(con: Connection, sql: str, **params: Any) -> list[list[Any]]:
@@ -212,9 +210,7 @@ def migrations() -> list[Migration]:
 
 def schema_version(con: Connection) -> int:
     """The newest migration applied to this database (0 for none)."""
-    exists = scalar(
-        con, "SELECT to_regclass('km2pg.schema_migrations') IS NOT NULL"
-    )
+    exists = scalar(con, "SELECT to_regclass('km2pg.schema_migrations') IS NOT NULL")
     if not exists:
         return 0
     return int(scalar(con, "SELECT coalesce(max(version), 0) FROM km2pg.schema_migrations"))
@@ -259,3 +255,6 @@ def ensure_schema(con: Connection) -> None:
     available = migrations()
     if schema_version(con) != available[-1].version:
         migrate(con)
+
+
+__all__ = ["Connection", "connect", "connection", "migrate", "transaction"]

@@ -1,4 +1,4 @@
-"""``km2pg demo``: generate a realistic export, load it, and show what questions look like in SQL."""
+"""``km2pg demo``: generate a realistic export, load it, and show questions answered in SQL."""
 
 from __future__ import annotations
 
@@ -53,8 +53,13 @@ select count(*) filter (where v.first_t is not null) as visited,
 """
 
 
-def run_demo(settings: ConnectionSettings, *, lines: int = 300_000, files: int = 48,
-             folder: str | None = None) -> int:
+def run_demo(
+    settings: ConnectionSettings,
+    *,
+    lines: int = 300_000,
+    files: int = 48,
+    folder: str | None = None,
+) -> int:
     from km2pg.cli import load_with_progress
     from km2pg.synth import generate_export
 
@@ -84,10 +89,12 @@ def show(con: db.Connection, lines: int) -> None:
     print()
     print("Funnel, by person (aliases joined): visited -> signed up -> checkout after signup")
     visited, signed, bought = db.rows(con, FUNNEL)[0]
-    print(f"  {visited:,} visited -> {signed:,} signed up ({_pct(signed, visited)}) -> "
-          f"{bought:,} checked out after signing up ({_pct(bought, signed)})")
+    print(
+        f"  {visited:,} visited -> {signed:,} signed up ({_pct(signed, visited)}) -> "
+        f"{bought:,} checked out after signing up ({_pct(bought, signed)})"
+    )
     print()
-    print("Try it yourself: km2pg psql (search_path is km2pg there), or psql \"$(km2pg dsn)\".")
+    print('Try it yourself: km2pg psql (search_path is km2pg there), or psql "$(km2pg dsn)".')
 
 
 def _pct(part: int, whole: int) -> str:
@@ -102,8 +109,13 @@ def _table(rows: list[list[Any]], headers: list[str]) -> None:
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) if n and c[:1].isdigit() else c.ljust(w)
-                               for c, w in zip(row, widths, strict=True)))
+        print(
+            "  "
+            + "  ".join(
+                c.rjust(w) if n and c[:1].isdigit() else c.ljust(w)
+                for c, w in zip(row, widths, strict=True)
+            )
+        )
 
 
 def _cell(value: Any) -> str:

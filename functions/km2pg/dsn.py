@@ -104,9 +104,7 @@ def parse_dsn(dsn: str) -> ConnectionSettings:
     elif "=" in text:
         values = _parse_keywords(text)
     else:
-        raise ConfigError(
-            "the database DSN is neither a postgresql:// URI nor key=value pairs"
-        )
+        raise ConfigError("the database DSN is neither a postgresql:// URI nor key=value pairs")
     return settings_from_values(values)
 
 

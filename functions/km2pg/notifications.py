@@ -51,15 +51,23 @@ def objects_in_message(body: str) -> list[ObjectRef]:
         ref = _from_eventbridge(message)
         return [ref] if ref is not None and is_revision_key(ref.key) else []
     if message.get("km2pg") == RECONCILER_MARK:
-        ref = ObjectRef(str(message["bucket"]), str(message["key"]), message.get("size"),
-                        message.get("etag"))
+        ref = ObjectRef(
+            str(message["bucket"]), str(message["key"]), message.get("size"), message.get("etag")
+        )
         return [ref] if is_revision_key(ref.key) else []
     raise MessageError("message is not an S3 notification, an EventBridge event or ours")
 
 
 def reconciler_message(ref: ObjectRef) -> str:
-    return json.dumps({"km2pg": RECONCILER_MARK, "bucket": ref.bucket, "key": ref.key,
-                       "size": ref.size, "etag": ref.etag})
+    return json.dumps(
+        {
+            "km2pg": RECONCILER_MARK,
+            "bucket": ref.bucket,
+            "key": ref.key,
+            "size": ref.size,
+            "etag": ref.etag,
+        }
+    )
 
 
 def _from_record(record: Any) -> ObjectRef | None:
@@ -77,8 +85,9 @@ def _from_record(record: Any) -> ObjectRef | None:
             etag=obj.get("eTag") or obj.get("etag"),
         )
     except (KeyError, TypeError):
-        raise MessageError("an S3 notification record lacks s3.bucket.name or s3.object.key") \
-            from None
+        raise MessageError(
+            "an S3 notification record lacks s3.bucket.name or s3.object.key"
+        ) from None
 
 
 def _from_eventbridge(message: dict[str, Any]) -> ObjectRef | None:
@@ -93,5 +102,6 @@ def _from_eventbridge(message: dict[str, Any]) -> ObjectRef | None:
             etag=detail["object"].get("etag"),
         )
     except (KeyError, TypeError):
-        raise MessageError("an EventBridge event lacks detail.bucket.name or detail.object.key") \
-            from None
+        raise MessageError(
+            "an EventBridge event lacks detail.bucket.name or detail.object.key"
+        ) from None

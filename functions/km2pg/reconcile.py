@@ -30,8 +30,9 @@ class ReconcileResult:
     enqueued: int
 
 
-def list_exports(s3: Any, bucket: str, prefix: str,
-                 older_than: datetime | None = None) -> Iterator[ObjectRef]:
+def list_exports(
+    s3: Any, bucket: str, prefix: str, older_than: datetime | None = None
+) -> Iterator[ObjectRef]:
     """Export files under ``prefix`` (optionally only those last modified before a time)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -42,8 +43,12 @@ def list_exports(s3: Any, bucket: str, prefix: str,
                     continue
                 if older_than is not None and item["LastModified"] > older_than:
                     continue
-                yield ObjectRef(bucket, item["Key"], item.get("Size"),
-                                str(item.get("ETag", "")).strip('"') or None)
+                yield ObjectRef(
+                    bucket,
+                    item["Key"],
+                    item.get("Size"),
+                    str(item.get("ETag", "")).strip('"') or None,
+                )
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         raise SourceError(f"cannot list s3://{bucket}/{prefix}: {code}") from None
@@ -79,16 +84,19 @@ def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
 
     def flush() -> None:
         nonlocal sent
-        entries = [{"Id": str(i), "MessageBody": reconciler_message(ref)}
-                   for i, ref in enumerate(batch)]
+        entries = [
+            {"Id": str(i), "MessageBody": reconciler_message(ref)} for i, ref in enumerate(batch)
+        ]
         try:
             response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as error:
             raise SourceError(f"cannot send to the load queue: {error}") from None
         failed = response.get("Failed") or []
         if failed:
-            raise SourceError(f"the load queue refused {len(failed)} messages: "
-                              f"{failed[0].get('Message', failed[0].get('Code'))}")
+            raise SourceError(
+                f"the load queue refused {len(failed)} messages: "
+                f"{failed[0].get('Message', failed[0].get('Code'))}"
+            )
         sent += len(entries)
         batch.clear()
 
@@ -118,5 +126,6 @@ def reconcile(
     listing = list(list_exports(s3, bucket, prefix, older_than=cutoff))
     todo = pending(con, listing)
     chosen = todo if limit is None else todo[:limit]
-    return ReconcileResult(listed=len(listing), pending=len(todo),
-                           enqueued=enqueue(sqs, queue_url, chosen))
+    return ReconcileResult(
+        listed=len(listing), pending=len(todo), enqueued=enqueue(sqs, queue_url, chosen)
+    )

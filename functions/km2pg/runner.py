@@ -47,8 +47,9 @@ def _load_one(con: db.Connection, file: ExportFile, options: LoadOptions) -> Loa
         return load_file(con, file, options)
     except SourceError as error:
         record_failure(con, file, error)
-        return LoadResult(label=file.label, export_key=file.export_key, status="failed",
-                          error=str(error))
+        return LoadResult(
+            label=file.label, export_key=file.export_key, status="failed", error=str(error)
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, cast
 from urllib.parse import unquote_plus
 
 from km2pg.errors import SourceError
@@ -135,7 +135,7 @@ class ContentStream:
             raise
         except OSError as error:
             raise SourceError(f"cannot read {file.label}: {error.strerror or error}") from None
-        inner: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if file.gzipped else raw
+        inner = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) if file.gzipped else raw
         self._hasher = HashingReader(inner)
         self.stream: IO[bytes] = io.BufferedReader(self._hasher, buffer_size=READ_CHUNK)
         self.file = file
@@ -233,8 +233,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def s3_object(client: Any, bucket: str, key: str, size: int | None = None,
-              etag: str | None = None) -> ExportFile:
+def s3_object(
+    client: Any, bucket: str, key: str, size: int | None = None, etag: str | None = None
+) -> ExportFile:
     """An S3 object as an export file, streamed when opened (never read whole into memory)."""
     return ExportFile(
         source=f"s3://{bucket}",
@@ -260,7 +261,7 @@ def _open_s3(client: Any, bucket: str, key: str) -> IO[bytes]:
         raise SourceError(f"cannot read s3://{bucket}/{key}: {code}") from None
     except BotoCoreError as error:
         raise SourceError(f"cannot read s3://{bucket}/{key}: {error}") from None
-    return _StreamingBodyReader(body)
+    return cast(IO[bytes], _StreamingBodyReader(body))
 
 
 class _StreamingBodyReader(io.RawIOBase):

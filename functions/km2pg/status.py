@@ -33,8 +33,17 @@ class Status:
         return data
 
 
-_TABLES = ("events", "event_actions", "event_properties", "users", "aliases", "actions", "keys",
-           "files", "rejects")
+_TABLES = (
+    "events",
+    "event_actions",
+    "event_properties",
+    "users",
+    "aliases",
+    "actions",
+    "keys",
+    "files",
+    "rejects",
+)
 
 
 def status(con: Connection, errors: int = 5) -> Status:

@@ -415,9 +415,7 @@ def merge_persons(con: Connection) -> int:
     Serialized across loaders by the alias lock, taken last so it is held only briefly, and
     read after taking it so no concurrent merge is missed.
     """
-    con.run(
-        "SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES
-    )
+    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
     pairs = [(int(a), int(b)) for a, b in db.rows(con, _PERSON_PAIRS)]
     mapping = person_merges(pairs)
     if not mapping:
@@ -427,9 +425,7 @@ def merge_persons(con: Connection) -> int:
         "COPY s_merge (old, new) FROM STDIN",
         stream=_chunked(f"{old}\t{new}\n" for old, new in sorted(mapping.items())),
     )
-    con.run(
-        "UPDATE km2pg.users u SET personid = m.new FROM s_merge m WHERE u.personid = m.old"
-    )
+    con.run("UPDATE km2pg.users u SET personid = m.new FROM s_merge m WHERE u.personid = m.old")
     return int(con.row_count or 0)
 
 

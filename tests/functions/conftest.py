@@ -27,20 +27,29 @@ class Aws:
 
 
 def secret_for(settings: ConnectionSettings) -> str:
-    return json.dumps({
-        "engine": "postgres", "host": settings.host, "port": settings.port,
-        "username": settings.user, "password": settings.password or "",
-        "dbname": settings.database,
-    })
+    return json.dumps(
+        {
+            "engine": "postgres",
+            "host": settings.host,
+            "port": settings.port,
+            "username": settings.user,
+            "password": settings.password or "",
+            "dbname": settings.database,
+        }
+    )
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, database: ConnectionSettings) -> Iterator[Aws]:
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "km2pg",
-        "POWERTOOLS_SERVICE_NAME": "km2pg", "POWERTOOLS_DEV": "false",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "km2pg",
+        "POWERTOOLS_SERVICE_NAME": "km2pg",
+        "POWERTOOLS_DEV": "false",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("KM2PG_DSN", raising=False)

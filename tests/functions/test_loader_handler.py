@@ -19,8 +19,9 @@ NOW = int(time.time())
 
 
 def export_body(revision: int, person: str = "ann", lines: int = 3) -> bytes:
-    rows = [{"_p": person, "_t": NOW - 60 + i, "_n": "visited site", "n": str(i)}
-            for i in range(lines)]
+    rows = [
+        {"_p": person, "_t": NOW - 60 + i, "_n": "visited site", "n": str(i)} for i in range(lines)
+    ]
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
@@ -32,39 +33,87 @@ def put(aws: Any, key: str, body: bytes) -> dict[str, Any]:
 
 def s3_notification(*objects: tuple[str, dict[str, Any]]) -> str:
     """The body S3 sends to SQS: keys URL-encoded, '+' for spaces."""
-    return json.dumps({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-28T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "km2pg",
-               "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"},
-               "object": {"key": quote_plus(key, safe="/"), "sequencer": "0A1B2C3D4E5F678901",
-                          **meta}}}
-        for key, meta in objects]})
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "awsRegion": "us-east-1",
+                    "eventTime": "2026-11-28T00:00:00.000Z",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "s3SchemaVersion": "1.0",
+                        "configurationId": "km2pg",
+                        "bucket": {"name": BUCKET, "arn": f"arn:aws:s3:::{BUCKET}"},
+                        "object": {
+                            "key": quote_plus(key, safe="/"),
+                            "sequencer": "0A1B2C3D4E5F678901",
+                            **meta,
+                        },
+                    },
+                }
+                for key, meta in objects
+            ]
+        }
+    )
 
 
 def eventbridge(key: str, meta: dict[str, Any]) -> str:
-    return json.dumps({
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created",
-        "source": "aws.s3", "account": "123456789012", "time": "2026-11-28T00:00:00Z",
-        "region": "us-east-1", "resources": [f"arn:aws:s3:::{BUCKET}"],
-        "detail": {"version": "0", "bucket": {"name": BUCKET},
-                   "object": {"key": key, "size": meta["size"], "etag": meta["eTag"]},
-                   "reason": "PutObject"}})
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Object Created",
+            "source": "aws.s3",
+            "account": "123456789012",
+            "time": "2026-11-28T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [f"arn:aws:s3:::{BUCKET}"],
+            "detail": {
+                "version": "0",
+                "bucket": {"name": BUCKET},
+                "object": {"key": key, "size": meta["size"], "etag": meta["eTag"]},
+                "reason": "PutObject",
+            },
+        }
+    )
 
 
-TEST_EVENT = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent",
-                         "Time": "2026-11-28T00:00:00.000Z", "Bucket": BUCKET,
-                         "RequestId": "X", "HostId": "Y"})
+TEST_EVENT = json.dumps(
+    {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2026-11-28T00:00:00.000Z",
+        "Bucket": BUCKET,
+        "RequestId": "X",
+        "HostId": "Y",
+    }
+)
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {"Records": [{
-        "messageId": f"m{i}", "receiptHandle": f"r{i}", "body": body,
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000",
-                       "SenderId": "x", "ApproximateFirstReceiveTimestamp": "1700000000000"},
-        "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:km2pg-load",
-        "awsRegion": "us-east-1"} for i, body in enumerate(bodies)]}
+    return {
+        "Records": [
+            {
+                "messageId": f"m{i}",
+                "receiptHandle": f"r{i}",
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1700000000000",
+                    "SenderId": "x",
+                    "ApproximateFirstReceiveTimestamp": "1700000000000",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "x",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:km2pg-load",
+                "awsRegion": "us-east-1",
+            }
+            for i, body in enumerate(bodies)
+        ]
+    }
 
 
 def failures(response: dict[str, Any]) -> list[str]:
@@ -95,14 +144,20 @@ def test_an_eventbridge_object_created_event_loads_the_file(aws, database, conte
 def test_the_s3_test_event_and_other_keys_are_acknowledged_and_ignored(aws, database, context):
     meta = put(aws, "index.csv", b"filename\n")
     response = loader.handler(
-        sqs_event(TEST_EVENT, s3_notification(("index.csv", meta)), "not json at all"), context)
+        sqs_event(TEST_EVENT, s3_notification(("index.csv", meta)), "not json at all"), context
+    )
     assert failures(response) == []
     assert ledger(database) == []
 
 
-@pytest.mark.parametrize("key", [
-    "site one/revisions/3.json", "a+b/revisions/4.json", "café/日本/revisions/5.json",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "site one/revisions/3.json",
+        "a+b/revisions/4.json",
+        "café/日本/revisions/5.json",
+    ],
+)
 def test_url_encoded_keys_are_decoded(aws, database, context, key):
     meta = put(aws, key, export_body(3))
     response = loader.handler(sqs_event(s3_notification((key, meta))), context)
@@ -111,8 +166,10 @@ def test_url_encoded_keys_are_decoded(aws, database, context, key):
 
 
 def test_a_batch_of_several_messages_and_records_loads_them_all(aws, database, context):
-    metas = {f"revisions/{n}.json": put(aws, f"revisions/{n}.json", export_body(n, f"p{n}"))
-             for n in range(10, 15)}
+    metas = {
+        f"revisions/{n}.json": put(aws, f"revisions/{n}.json", export_body(n, f"p{n}"))
+        for n in range(10, 15)
+    }
     keys = list(metas)
     event = sqs_event(
         s3_notification((keys[0], metas[keys[0]]), (keys[1], metas[keys[1]])),
@@ -127,10 +184,11 @@ def test_a_batch_of_several_messages_and_records_loads_them_all(aws, database, c
 def test_a_missing_object_fails_only_its_own_message(aws, database, context):
     meta = put(aws, "revisions/20.json", export_body(20))
     gone = {"size": 10, "eTag": "0" * 32}
-    event = sqs_event(s3_notification(("revisions/20.json", meta)),
-                      s3_notification(("revisions/21.json", gone)))
+    event = sqs_event(
+        s3_notification(("revisions/20.json", meta)), s3_notification(("revisions/21.json", gone))
+    )
     assert failures(loader.handler(event, context)) == ["m1"]
-    statuses = dict((path, status) for path, status in ledger(database))
+    statuses = dict(ledger(database))
     assert statuses == {"revisions/20.json": "loaded", "revisions/21.json": "failed"}
 
 
@@ -141,8 +199,7 @@ def test_a_file_over_the_reject_threshold_is_recorded_and_acknowledged(aws, data
     assert ledger(database) == [["revisions/30.json", "failed"]]
 
 
-def test_with_the_database_down_only_messages_needing_it_fail(aws, database, context,
-                                                            monkeypatch):
+def test_with_the_database_down_only_messages_needing_it_fail(aws, database, context, monkeypatch):
     meta = put(aws, "revisions/40.json", export_body(40))
     secret = json.loads(aws.secrets.get_secret_value(SecretId=aws.secret_arn)["SecretString"])
     secret.update(host="127.0.0.1", port=1)  # nothing listens there
@@ -153,8 +210,10 @@ def test_with_the_database_down_only_messages_needing_it_fail(aws, database, con
 
 
 def test_the_same_batch_delivered_twice_doubles_nothing(aws, database, context):
-    metas = {f"revisions/{n}.json": put(aws, f"revisions/{n}.json", export_body(n, f"q{n}"))
-             for n in (50, 51)}
+    metas = {
+        f"revisions/{n}.json": put(aws, f"revisions/{n}.json", export_body(n, f"q{n}"))
+        for n in (50, 51)
+    }
     event = sqs_event(*(s3_notification((k, m)) for k, m in metas.items()))
     assert failures(loader.handler(event, context)) == []
     with db.connection(database) as con:
@@ -163,11 +222,16 @@ def test_the_same_batch_delivered_twice_doubles_nothing(aws, database, context):
     with db.connection(database) as con:
         assert canonical_dump(con) == first
     assert sorted(status for _, status in ledger(database)) == [
-        "loaded", "loaded", "skipped", "skipped"]
+        "loaded",
+        "loaded",
+        "skipped",
+        "skipped",
+    ]
 
 
-def test_a_rotated_password_is_read_again_after_an_authentication_failure(aws, database,
-                                                                        context, monkeypatch):
+def test_a_rotated_password_is_read_again_after_an_authentication_failure(
+    aws, database, context, monkeypatch
+):
     from km2pg.config import Credentials
 
     calls = []
@@ -176,8 +240,11 @@ def test_a_rotated_password_is_read_again_after_an_authentication_failure(aws, d
     def first_stale(self):  # the first read returns a rotated-away password
         calls.append(1)
         settings = real(self)
-        return settings if len(calls) > 1 else settings.__class__(
-            **{**settings.__dict__, "user": "nobody_rotated"})
+        return (
+            settings
+            if len(calls) > 1
+            else settings.__class__(**{**settings.__dict__, "user": "nobody_rotated"})
+        )
 
     monkeypatch.setattr(Credentials, "settings", first_stale)
     meta = put(aws, "revisions/60.json", export_body(60))
@@ -189,10 +256,14 @@ def test_a_rotated_password_is_read_again_after_an_authentication_failure(aws, d
 def test_metrics_are_emitted_for_a_loaded_file(aws, database, context, capsys):
     meta = put(aws, "revisions/70.json", export_body(70))
     loader.handler(sqs_event(s3_notification(("revisions/70.json", meta))), context)
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-           if line.startswith("{") and "_aws" in line]
-    names = {m["Name"] for doc in emf for d in doc["_aws"]["CloudWatchMetrics"]
-             for m in d["Metrics"]}
+    emf = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and "_aws" in line
+    ]
+    names = {
+        m["Name"] for doc in emf for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
     assert {"FilesLoaded", "LinesLoaded", "LoadSeconds", "ExportLagSeconds"} <= names
     values = {k: v for doc in emf for k, v in doc.items() if k in ("FilesLoaded", "LinesLoaded")}
     assert values == {"FilesLoaded": [1.0], "LinesLoaded": [3.0]}

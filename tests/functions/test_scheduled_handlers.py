@@ -23,9 +23,17 @@ NOW = int(time.time())
 
 
 def schedule_event() -> dict[str, Any]:
-    return {"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "123456789012", "time": "2026-11-28T00:00:00Z", "region": "us-east-1",
-            "resources": ["arn:aws:events:us-east-1:123456789012:rule/km2pg"], "detail": {}}
+    return {
+        "version": "0",
+        "id": "e",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-28T00:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/km2pg"],
+        "detail": {},
+    }
 
 
 def queued(aws: Any) -> list[str]:
@@ -41,8 +49,9 @@ def queued(aws: Any) -> list[str]:
 
 
 def test_pruner_removes_events_older_than_the_retention(aws, database, context, monkeypatch):
-    old = "".join(json.dumps({"_p": "o", "_t": NOW - d * 86400, "_n": "x"}) + "\n"
-                  for d in (100, 10))
+    old = "".join(
+        json.dumps({"_p": "o", "_t": NOW - d * 86400, "_n": "x"}) + "\n" for d in (100, 10)
+    )
     meta = put(aws, "revisions/1.json", old.encode())
     loader.handler(sqs_event(s3_notification(("revisions/1.json", meta))), context)
     monkeypatch.setenv("KM2PG_RETENTION_DAYS", "30")
@@ -71,8 +80,15 @@ def test_reconciler_queues_exactly_the_files_not_loaded(aws, database, context, 
 def test_reconciled_messages_load_through_the_loader(aws, database, context):
     put(aws, "revisions/7.json", export_body(7, "late"))
     with db.connection(database) as con:
-        reconcile(con, aws.s3, aws.sqs, bucket=BUCKET, prefix="revisions/",
-                  queue_url=aws.queue_url, min_age=timedelta(0))
+        reconcile(
+            con,
+            aws.s3,
+            aws.sqs,
+            bucket=BUCKET,
+            prefix="revisions/",
+            queue_url=aws.queue_url,
+            min_age=timedelta(0),
+        )
     message = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"][0]
     response = loader.handler(sqs_event(message["Body"]), context)
     assert response["batchItemFailures"] == []
@@ -83,9 +99,15 @@ def test_reconciled_messages_load_through_the_loader(aws, database, context):
 def test_recent_objects_are_left_to_their_notification(aws, database):
     put(aws, "revisions/8.json", export_body(8))
     with db.connection(database) as con:
-        result = reconcile(con, aws.s3, aws.sqs, bucket=BUCKET, prefix="revisions/",
-                           queue_url=aws.queue_url,
-                           now=datetime.now(UTC) + timedelta(minutes=1))
+        result = reconcile(
+            con,
+            aws.s3,
+            aws.sqs,
+            bucket=BUCKET,
+            prefix="revisions/",
+            queue_url=aws.queue_url,
+            now=datetime.now(UTC) + timedelta(minutes=1),
+        )
     assert result.enqueued == 0
 
 
@@ -93,8 +115,15 @@ def test_files_that_failed_for_their_data_are_not_queued_again(aws, database, co
     meta = put(aws, "revisions/9.json", b"garbage\n" * 3)
     loader.handler(sqs_event(s3_notification(("revisions/9.json", meta))), context)
     with db.connection(database) as con:
-        result = reconcile(con, aws.s3, aws.sqs, bucket=BUCKET, prefix="revisions/",
-                           queue_url=aws.queue_url, min_age=timedelta(0))
+        result = reconcile(
+            con,
+            aws.s3,
+            aws.sqs,
+            bucket=BUCKET,
+            prefix="revisions/",
+            queue_url=aws.queue_url,
+            min_age=timedelta(0),
+        )
     assert (result.listed, result.pending) == (1, 0)
 
 
@@ -104,17 +133,21 @@ def test_backfill_command_queues_history(aws, database, capsys):
     dsn = database.uri()
     assert main(["backfill", "--queue-url", aws.queue_url, "--bucket", BUCKET, "--dsn", dsn]) == 0
     assert "23 export files in s3://kissmetrics-export/revisions/, 23 not loaded, 23 queued" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     assert len(queued(aws)) == 23
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({}, "KM2PG_DB_SECRET_ARN"),
-    ({"KM2PG_DSN": "host=x", "KM2PG_DB_SSLMODE": "sometimes"}, "KM2PG_DB_SSLMODE"),
-    ({"KM2PG_DSN": "host=x", "KM2PG_RETENTION_DAYS": "soon"}, "KM2PG_RETENTION_DAYS"),
-    ({"KM2PG_DSN": "host=x", "KM2PG_MAX_REJECT_SHARE": "2"}, "KM2PG_MAX_REJECT_SHARE"),
-    ({"KM2PG_DSN": "host=x", "KM2PG_DB_SSLMODE": "verify-full"}, "KM2PG_DB_SSLROOTCERT"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "KM2PG_DB_SECRET_ARN"),
+        ({"KM2PG_DSN": "host=x", "KM2PG_DB_SSLMODE": "sometimes"}, "KM2PG_DB_SSLMODE"),
+        ({"KM2PG_DSN": "host=x", "KM2PG_RETENTION_DAYS": "soon"}, "KM2PG_RETENTION_DAYS"),
+        ({"KM2PG_DSN": "host=x", "KM2PG_MAX_REJECT_SHARE": "2"}, "KM2PG_MAX_REJECT_SHARE"),
+        ({"KM2PG_DSN": "host=x", "KM2PG_DB_SSLMODE": "verify-full"}, "KM2PG_DB_SSLROOTCERT"),
+    ],
+)
 def test_configuration_errors_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_env(env)

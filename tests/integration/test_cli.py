@@ -22,15 +22,21 @@ def dsn_of(settings: ConnectionSettings) -> str:
     if settings.unix_socket:
         return f"postgresql://{settings.user}@/{settings.database}?host={settings.host}&port={settings.port}"
     password = f":{settings.password}" if settings.password else ""
-    return (f"postgresql://{settings.user}{password}@{settings.host}:{settings.port}/"
-            f"{settings.database}?sslmode={settings.sslmode}")
+    return (
+        f"postgresql://{settings.user}{password}@{settings.host}:{settings.port}/"
+        f"{settings.database}?sslmode={settings.sslmode}"
+    )
 
 
-def km2pg(*args: str, env: dict[str, str] | None = None,
-          timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def km2pg(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "km2pg.cli", *args],
-        capture_output=True, text=True, timeout=timeout,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -75,7 +81,10 @@ def test_a_failed_file_gives_a_non_zero_exit_and_the_others_load(database, tmp_p
     assert "revisions/2.json" in err
     with db.connection(database) as con:
         assert db.rows(con, "select revision, status from km2pg.files order by 1") == [
-            [1, "loaded"], [2, "failed"], [3, "loaded"]]
+            [1, "loaded"],
+            [2, "failed"],
+            [3, "loaded"],
+        ]
 
 
 def test_prune_and_migrate_commands(database, tmp_path, capsys):
@@ -93,10 +102,14 @@ def test_prune_and_migrate_commands(database, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["load", "/no/such/folder", "--dsn", "postgresql://u@127.0.0.1:1/x"],
-         "no such file or folder: /no/such/folder"),
-        (["status", "--dsn", "postgresql://u:secret@127.0.0.1:1/x"],
-         "cannot reach the database at u@127.0.0.1:1/x"),
+        (
+            ["load", "/no/such/folder", "--dsn", "postgresql://u@127.0.0.1:1/x"],
+            "no such file or folder: /no/such/folder",
+        ),
+        (
+            ["status", "--dsn", "postgresql://u:secret@127.0.0.1:1/x"],
+            "cannot reach the database at u@127.0.0.1:1/x",
+        ),
         (["status", "--dsn", "postgresql://u:secret@127.0.0.1:99999/x"], "Port out of range"),
         (["status", "--dsn", "host=127.0.0.1 sslmode=maybe password=secret"], "unknown sslmode"),
         (["status", "--dsn", "nonsense"], "neither a postgresql:// URI nor key=value"),
@@ -112,10 +125,21 @@ def test_errors_are_one_clear_line_without_traceback_or_password(args, message):
 
 
 def test_unreadable_s3_object_is_a_clear_error(tmp_path):
-    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_MAX_ATTEMPTS": "1"}
-    result = km2pg("load", "s3://bucket/revisions/", "--dsn", "postgresql://u@127.0.0.1:1/x",
-                   env=env, timeout=120)
+    env = {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    result = km2pg(
+        "load",
+        "s3://bucket/revisions/",
+        "--dsn",
+        "postgresql://u@127.0.0.1:1/x",
+        env=env,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert result.stderr.startswith("km2pg: error: cannot list s3://bucket/revisions/")
     assert result.stderr.count("\n") == 1
@@ -149,8 +173,19 @@ def _stop_embedded(pgdata: Path) -> None:
 
 
 def test_demo_generates_loads_and_answers_the_founding_query(database, tmp_path, capsys):
-    code = main(["demo", "--dsn", dsn_of(database), "--lines", "20000", "--files", "4",
-                 "--folder", str(tmp_path)])
+    code = main(
+        [
+            "demo",
+            "--dsn",
+            dsn_of(database),
+            "--lines",
+            "20000",
+            "--files",
+            "4",
+            "--folder",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "The founding query" in out

@@ -103,29 +103,46 @@ def test_founding_query_counts_checkouts_of_the_last_week(con, tmp_path):
 
 
 def test_an_event_is_one_identity_in_one_second_with_all_its_actions(con, tmp_path):
-    write_export(tmp_path, 1, [
-        {"_p": "ann", "_t": T0, "_n": "Visited Site", "referrer": "google"},
-        {"_p": "ann", "_t": T0, "_n": "viewed product", "product": "shoe"},
-        {"_p": "ann", "_t": T0, "plan": "pro"},
-        {"_p": "ann", "_t": T0 + 1, "_n": "visited site"},
-    ])
+    write_export(
+        tmp_path,
+        1,
+        [
+            {"_p": "ann", "_t": T0, "_n": "Visited Site", "referrer": "google"},
+            {"_p": "ann", "_t": T0, "_n": "viewed product", "product": "shoe"},
+            {"_p": "ann", "_t": T0, "plan": "pro"},
+            {"_p": "ann", "_t": T0 + 1, "_n": "visited site"},
+        ],
+    )
     load_path(con, tmp_path)
     assert count(con, "select count(*) from km2pg.events") == 2
-    assert db.rows(con, """
+    assert db.rows(
+        con,
+        """
         select a.name from km2pg.event_actions join km2pg.actions a using (actionid)
          where eventid = km2pg.make_eventid(
             (select userid from km2pg.users where name = 'ann'), to_timestamp(:t))
-         order by 1""", t=T0) == [["viewed product"], ["visited site"]]
-    props = dict(db.rows(con, """
-        select k.name, p.value from km2pg.event_properties p join km2pg.keys k using (keyid)"""))
+         order by 1""",
+        t=T0,
+    ) == [["viewed product"], ["visited site"]]
+    props = dict(
+        db.rows(
+            con,
+            """
+        select k.name, p.value from km2pg.event_properties p join km2pg.keys k using (keyid)""",
+        )
+    )
     assert props == {"referrer": "google", "product": "shoe", "plan": "pro"}
 
 
 def test_property_set_lines_make_events_without_actions_and_aliases_make_none(con, tmp_path):
-    write_export(tmp_path, 1, [
-        {"_p": "bob", "_t": T0, "country": "Brazil"},
-        {"_p": "bob", "_t": T0 + 5, "_p2": "bob@example.com"},
-    ])
+    write_export(
+        tmp_path,
+        1,
+        [
+            {"_p": "bob", "_t": T0, "country": "Brazil"},
+            {"_p": "bob", "_t": T0 + 5, "_p2": "bob@example.com"},
+        ],
+    )
     load_path(con, tmp_path)
     assert count(con, "select count(*) from km2pg.events") == 1
     assert count(con, "select count(*) from km2pg.event_actions") == 0
@@ -134,13 +151,16 @@ def test_property_set_lines_make_events_without_actions_and_aliases_make_none(co
     assert count(con, "select count(*) from km2pg.aliases") == 1
 
 
-def test_property_conflicts_keep_the_latest_revision_and_line_in_any_load_order(pg_admin,
-                                                                                template_database,
-                                                                                tmp_path):
+def test_property_conflicts_keep_the_latest_revision_and_line_in_any_load_order(
+    pg_admin, template_database, tmp_path
+):
     from tests.conftest import create_database, drop_database
 
-    a = write_export(tmp_path / "a", 100, [{"_p": "c", "_t": T0, "plan": "old"},
-                                           {"_p": "c", "_t": T0, "plan": "newer in file"}])
+    a = write_export(
+        tmp_path / "a",
+        100,
+        [{"_p": "c", "_t": T0, "plan": "old"}, {"_p": "c", "_t": T0, "plan": "newer in file"}],
+    )
     b = write_export(tmp_path / "b", 101, [{"_p": "c", "_t": T0, "_n": "paid", "plan": "newest"}])
     for order in ([a, b], [b, a]):
         settings = create_database(pg_admin, template_database)
@@ -149,25 +169,44 @@ def test_property_conflicts_keep_the_latest_revision_and_line_in_any_load_order(
                 load.prepare_connection(con)
                 for path in order:
                     load.load_file(con, local_file(path))
-                assert db.rows(con, """
+                assert db.rows(
+                    con,
+                    """
                     select p.value, a.name, p.revision, p.lineno from km2pg.event_properties p
-                      left join km2pg.actions a using (actionid)""") == [["newest", "paid", 101, 1]]
+                      left join km2pg.actions a using (actionid)""",
+                ) == [["newest", "paid", 101, 1]]
         finally:
             drop_database(pg_admin, settings)
 
 
 def test_values_keep_their_case_and_names_are_lowercased_and_trimmed(con, tmp_path):
-    write_export(tmp_path, 1, [
-        '{"_p":"Dee","_t":%d,"_n":"  Signed Up ","Plan Name":"Pro PLAN","Amount":12.5,'
-        '"Ok":true,"Tags":["a","b"],"Gone":null,"city":"Paran\\303\\241"}' % T0,
-    ])
+    write_export(
+        tmp_path,
+        1,
+        [
+            '{"_p":"Dee","_t":T0,"_n":"  Signed Up ","Plan Name":"Pro PLAN","Amount":12.5,'
+            '"Ok":true,"Tags":["a","b"],"Gone":null,"city":"Paran\\303\\241"}'.replace(
+                "T0", str(T0)
+            ),
+        ],
+    )
     load_path(con, tmp_path)
     assert db.rows(con, "select name from km2pg.actions") == [["signed up"]]
     assert db.rows(con, "select name from km2pg.users") == [["Dee"]]
-    props = dict(db.rows(con, """
-        select k.name, p.value from km2pg.event_properties p join km2pg.keys k using (keyid)"""))
-    assert props == {"plan name": "Pro PLAN", "amount": "12.5", "ok": "true",
-                     "tags": '["a","b"]', "city": "Paraná"}
+    props = dict(
+        db.rows(
+            con,
+            """
+        select k.name, p.value from km2pg.event_properties p join km2pg.keys k using (keyid)""",
+        )
+    )
+    assert props == {
+        "plan name": "Pro PLAN",
+        "amount": "12.5",
+        "ok": "true",
+        "tags": '["a","b"]',
+        "city": "Paraná",
+    }
 
 
 def test_text_with_tabs_newlines_backslashes_and_nul_survives_copy(con, tmp_path):
@@ -180,17 +219,28 @@ def test_text_with_tabs_newlines_backslashes_and_nul_survives_copy(con, tmp_path
 
 def test_events_land_in_month_partitions_created_on_demand(con, tmp_path):
     old = int(datetime(2019, 2, 14, 12, tzinfo=UTC).timestamp())
-    write_export(tmp_path, 1, [
-        {"_p": "x", "_t": old, "_n": "late"},
-        {"_p": "x", "_t": T0, "_n": "now"},
-    ])
+    write_export(
+        tmp_path,
+        1,
+        [
+            {"_p": "x", "_t": old, "_n": "late"},
+            {"_p": "x", "_t": T0, "_n": "now"},
+        ],
+    )
     load_path(con, tmp_path)
-    rows = db.rows(con, """
-        select c.relname, count(*) from km2pg.events e join pg_class c on c.oid = e.tableoid group by 1 order by 1""")
+    rows = db.rows(
+        con,
+        """
+        select c.relname, count(*) from km2pg.events e join pg_class c on c.oid = e.tableoid
+         group by 1 order by 1""",
+    )
     assert rows[0] == ["events_2019_02", 1]
-    assert db.rows(con, """
+    assert db.rows(
+        con,
+        """
         select c.relname from km2pg.event_actions x join pg_class c on c.oid = x.tableoid
-         where eventid < km2pg.eventid_floor('2019-03-01')""") == [["event_actions_2019_02"]]
+         where eventid < km2pg.eventid_floor('2019-03-01')""",
+    ) == [["event_actions_2019_02"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +256,9 @@ def test_loading_a_file_again_changes_nothing_and_is_recorded_as_skipped(con, tm
     assert [r.status for r in again] == ["skipped", "skipped"]
     assert canonical_dump(con) == before
     assert db.rows(con, "select status, count(*) from km2pg.files group by 1 order by 1") == [
-        ["loaded", 2], ["skipped", 2]]
+        ["loaded", 2],
+        ["skipped", 2],
+    ]
 
 
 def test_the_same_export_file_from_another_folder_or_gzipped_is_recognized(con, tmp_path):
@@ -239,13 +291,18 @@ def test_a_forced_reload_is_harmless(con, tmp_path):
 
 
 def test_bad_lines_are_kept_with_their_reason_while_the_rest_loads(con, tmp_path):
-    write_export(tmp_path, 1, [
-        {"_p": "ok", "_t": T0, "_n": "fine"},
-        "{not json",
-        "[1, 2]",
-        {"_t": T0, "_n": "no person"},
-        {"_p": "ms", "_t": T0 * 1000, "_n": "milliseconds"},
-    ] + [{"_p": f"u{i}", "_t": T0 + i, "_n": "fine"} for i in range(40)])
+    write_export(
+        tmp_path,
+        1,
+        [
+            {"_p": "ok", "_t": T0, "_n": "fine"},
+            "{not json",
+            "[1, 2]",
+            {"_t": T0, "_n": "no person"},
+            {"_p": "ms", "_t": T0 * 1000, "_n": "milliseconds"},
+        ]
+        + [{"_p": f"u{i}", "_t": T0 + i, "_n": "fine"} for i in range(40)],
+    )
     (result,) = load_path(con, tmp_path)
     assert result.status == "loaded"
     assert result.rejects == 4
@@ -306,8 +363,11 @@ def test_alias_chains_join_one_person_in_any_order(con, tmp_path, order):
     pairs = [("anon1", "ann@x.com"), ("anon2", "ann@x.com"), ("anon3", "anon2")]
     for n, i in enumerate(order):
         a, b = pairs[i]
-        write_export(tmp_path, 10 + n, [{"_p": a, "_t": T0 + n, "_p2": b},
-                                        {"_p": "other", "_t": T0, "_n": "x"}])
+        write_export(
+            tmp_path,
+            10 + n,
+            [{"_p": a, "_t": T0 + n, "_p2": b}, {"_p": "other", "_t": T0, "_n": "x"}],
+        )
     load_path(con, tmp_path)
     persons = dict(db.rows(con, "select name, personid from km2pg.users"))
     assert len({persons[n] for n in ("anon1", "anon2", "anon3", "ann@x.com")}) == 1
@@ -316,8 +376,9 @@ def test_alias_chains_join_one_person_in_any_order(con, tmp_path, order):
 
 
 def test_merging_two_persons_later_reunites_all_their_identities(con, tmp_path):
-    write_export(tmp_path, 1, [{"_p": "a1", "_t": T0, "_p2": "a2"},
-                               {"_p": "b1", "_t": T0, "_p2": "b2"}])
+    write_export(
+        tmp_path, 1, [{"_p": "a1", "_t": T0, "_p2": "a2"}, {"_p": "b1", "_t": T0, "_p2": "b2"}]
+    )
     write_export(tmp_path, 2, [{"_p": "b2", "_t": T0 + 9, "_p2": "a2"}])
     load_path(con, tmp_path)
     assert count(con, "select count(distinct personid) from km2pg.users") == 1

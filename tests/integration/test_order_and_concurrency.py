@@ -57,8 +57,9 @@ def serial_dump(pg_admin, template_database, export):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_shuffled_loads_give_the_same_canonical_dump(pg_admin, template_database, export,
-                                                     serial_dump, seed):
+def test_shuffled_loads_give_the_same_canonical_dump(
+    pg_admin, template_database, export, serial_dump, seed
+):
     files = list(export)
     random.Random(seed).shuffle(files)
     settings = create_database(pg_admin, template_database)
@@ -69,8 +70,9 @@ def test_shuffled_loads_give_the_same_canonical_dump(pg_admin, template_database
         drop_database(pg_admin, settings)
 
 
-def test_every_file_loaded_twice_in_two_orders_gives_the_same_dump(pg_admin, template_database,
-                                                                  export, serial_dump):
+def test_every_file_loaded_twice_in_two_orders_gives_the_same_dump(
+    pg_admin, template_database, export, serial_dump
+):
     files = list(export) + list(reversed(export))
     settings = create_database(pg_admin, template_database)
     try:

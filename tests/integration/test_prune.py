@@ -32,10 +32,13 @@ def loaded(con, tmp_path):
 
 
 def days_left(con: db.Connection) -> list[int]:
-    rows = db.rows(con, """
+    rows = db.rows(
+        con,
+        """
         select p.value::int from km2pg.event_properties p
           join km2pg.event_actions a using (eventid) join km2pg.events e using (eventid)
-         order by 1""")
+         order by 1""",
+    )
     return [r[0] for r in rows]
 
 
@@ -45,7 +48,8 @@ def test_prune_drops_old_months_and_trims_the_boundary_month(loaded):
     result = prune(con, 60, now=NOW)
     assert result.cutoff == NOW - timedelta(days=60)
     assert sorted(result.partitions) == sorted(
-        f"km2pg.{t}_2026_{m}" for t in ("events", "event_actions", "event_properties")
+        f"km2pg.{t}_2026_{m}"
+        for t in ("events", "event_actions", "event_properties")
         for m in ("02", "03")
     )
     assert result.rows == {"events": 4, "event_actions": 4, "event_properties": 4}

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -36,8 +37,11 @@ def load_message(record: SQSRecord) -> None:
     try:
         refs = objects_in_message(record.body)
     except MessageError as error:
-        logger.warning("dropping a message that announces no file", reason=str(error),
-                       message_id=record.message_id)
+        logger.warning(
+            "dropping a message that announces no file",
+            reason=str(error),
+            message_id=record.message_id,
+        )
         return
     for ref in refs:
         load_object(ref)
@@ -58,8 +62,9 @@ def load_object(ref: ObjectRef) -> LoadResult:
     except SourceError as error:
         record_failure(rt.connection(), file, error)
         metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
-        logger.error("export file unreadable; the message will be retried", file=location,
-                     error=str(error))
+        logger.error(
+            "export file unreadable; the message will be retried", file=location, error=str(error)
+        )
         raise
     report(result, location)
     return result
@@ -69,14 +74,20 @@ def report(result: LoadResult, location: str) -> None:
     name = {"loaded": "FilesLoaded", "skipped": "FilesSkipped", "failed": "FilesFailed"}
     metrics.add_metric(name=name[result.status], unit=MetricUnit.Count, value=1)
     details = {
-        "file": location, "status": result.status, "lines": result.lines,
-        "events": result.events, "rejects": result.rejects,
-        "seconds": round(result.seconds, 3), "timings": result.timings,
+        "file": location,
+        "status": result.status,
+        "lines": result.lines,
+        "events": result.events,
+        "rejects": result.rejects,
+        "seconds": round(result.seconds, 3),
+        "timings": result.timings,
     }
     if result.status == "failed":
         metrics.add_metric(name="LinesRejected", unit=MetricUnit.Count, value=result.rejects)
-        logger.error("export file failed for its data; recorded, not retried",
-                     error=result.error, **details)
+        logger.error(
+            "export file failed for its data; recorded, not retried",
+            extra={**details, "error": result.error},
+        )
         return
     if result.status == "loaded":
         metrics.add_metric(name="LinesLoaded", unit=MetricUnit.Count, value=result.lines)
@@ -85,13 +96,13 @@ def report(result: LoadResult, location: str) -> None:
         if result.max_t is not None:
             lag = (datetime.now(UTC) - result.max_t).total_seconds()
             metrics.add_metric(name="ExportLagSeconds", unit=MetricUnit.Seconds, value=lag)
-    logger.info("export file done", **details)
+    logger.info("export file done", extra=details)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+@metrics.log_metrics(raise_on_empty_metrics=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=load_message, processor=processor, context=context
     )

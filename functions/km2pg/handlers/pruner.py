@@ -19,13 +19,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
     result = prune(rt.connection(), rt.config.retention_days)
     metrics.add_metric(name="PrunedRows", unit=MetricUnit.Count, value=result.total_rows)
-    metrics.add_metric(name="PrunedPartitions", unit=MetricUnit.Count,
-                       value=len(result.partitions))
+    metrics.add_metric(name="PrunedPartitions", unit=MetricUnit.Count, value=len(result.partitions))
     summary = {
         "cutoff": result.cutoff.isoformat(),
         "retention_days": rt.config.retention_days,
         "partitions": result.partitions,
         "rows": result.rows,
     }
-    logger.info("pruned", **summary)
+    logger.info("pruned", extra=summary)
     return summary

@@ -23,12 +23,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not config.export_bucket or not config.queue_url:
         raise ConfigError("the reconciler needs KM2PG_EXPORT_BUCKET and KM2PG_QUEUE_URL")
     result = reconcile(
-        rt.connection(), rt.client("s3"), rt.client("sqs"),
-        bucket=config.export_bucket, prefix=config.export_prefix,
-        queue_url=config.queue_url, limit=config.enqueue_limit,
+        rt.connection(),
+        rt.client("s3"),
+        rt.client("sqs"),
+        bucket=config.export_bucket,
+        prefix=config.export_prefix,
+        queue_url=config.queue_url,
+        limit=config.enqueue_limit,
         min_age=timedelta(minutes=config.min_age_minutes),
     )
     metrics.add_metric(name="FilesEnqueued", unit=MetricUnit.Count, value=result.enqueued)
     summary = {"listed": result.listed, "pending": result.pending, "enqueued": result.enqueued}
-    logger.info("reconciled", bucket=config.export_bucket, **summary)
+    logger.info("reconciled", extra={"bucket": config.export_bucket, **summary})
     return summary

@@ -28,7 +28,7 @@ class Runtime:
         if service not in self._clients:
             import boto3
 
-            self._clients[service] = boto3.client(service)
+            self._clients[service] = boto3.client(service)  # type: ignore[call-overload]
         return self._clients[service]
 
     @classmethod
