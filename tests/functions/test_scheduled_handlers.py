@@ -158,3 +158,14 @@ def test_the_loader_needs_only_the_secret():
     assert config.sslmode == "require"
     assert config.max_reject_share == 0.10
     assert "password" not in repr(config)
+
+
+def test_cli_loads_straight_from_s3(aws, database, capsys):
+    for n in (1, 2, 3):
+        put(aws, f"site/revisions/{n}.json", export_body(n, f"s{n}"))
+    put(aws, "site/index.csv", b"filename\n")
+    assert main(["load", f"s3://{BUCKET}/site/", "--dsn", database.uri()]) == 0
+    assert "3 loaded, 0 skipped, 0 failed" in capsys.readouterr().out
+    with db.connection(database) as con:
+        rows = db.rows(con, "select source, export_key, etag is not null from km2pg.files")
+    assert sorted(rows) == [[f"s3://{BUCKET}", f"revisions/{n}.json", True] for n in (1, 2, 3)]
