@@ -6,6 +6,9 @@ import multiprocessing
 import time
 from datetime import UTC, datetime
 
+import pytest
+from pg8000.exceptions import DatabaseError
+
 from km2pg import db, load
 from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
@@ -76,11 +79,7 @@ def test_eventid_helpers_round_trip(con):
 
 def test_the_database_refuses_an_eventid_that_does_not_encode_its_event(con):
     con.run("select km2pg.ensure_month_partitions('2026-01-15')")
-    try:
+    with pytest.raises(DatabaseError, match="events_eventid_encodes_userid_and_t"):
         con.run(
             "insert into km2pg.events values (km2pg.make_eventid(1, '2026-01-15'), 2, '2026-01-15')"
         )
-    except Exception as error:
-        assert "events_eventid_encodes_userid_and_t" in str(error)
-    else:
-        raise AssertionError("a mismatched eventid was accepted")
