@@ -30,6 +30,8 @@ FUTURE_SLACK_SECONDS: Final = 86_400
 """Timestamps up to a day ahead of the load time are accepted (clock skew); later ones are not."""
 
 RESERVED_KEYS: Final = frozenset({"_p", "_p2", "_n", "_t"})
+_INEXACT: Final = frozenset({float, dict, list})
+"""Value types whose text the fast parser may not keep (1.10 -> 1.1): read exactly instead."""
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -58,6 +60,9 @@ class Line:
     plain: bool = False
     """True when no text of this line holds a backslash or a control character: COPY and other
     serializers can then skip escaping."""
+    inexact: bool = False
+    """True when a value came out of the fast parser as a float, whose text may differ from the
+    line's; the parser then reads the line again, exactly."""
 
 
 @dataclass(slots=True)
@@ -138,10 +143,28 @@ def repair_octal_escapes(text: str) -> str:
     return _OCTAL_RUN.sub(_octal_run_to_json, text)
 
 
+class JsonNumber(str):
+    """A number exactly as written in the line (``49.90``, ``1e400``, a 30-digit integer)."""
+
+    __slots__ = ()
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def exact_json(text: str | bytes) -> Any:
+    """Parse keeping every number's own text (slow path: only for lines that need it)."""
+    return json.loads(
+        text, parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_no_constants
+    )
+
+
 def decode_json_line(raw: bytes) -> Any:
     """Parse one JSON line; when the strict parse fails, repair octal escapes and invalid UTF-8.
 
-    Invalid UTF-8 bytes become U+FFFD rather than failing the line. Raises :class:`LineError`.
+    Invalid UTF-8 bytes become U+FFFD rather than failing the line. Numbers orjson cannot hold
+    (past a double's range) are kept as their text. Raises :class:`LineError`.
     """
     try:
         return orjson.loads(raw)
@@ -151,7 +174,10 @@ def decode_json_line(raw: bytes) -> Any:
         try:
             return orjson.loads(repaired)
         except orjson.JSONDecodeError:
-            raise LineError(f"not valid JSON: {_first_line(str(strict_error))}") from None
+            try:
+                return exact_json(repaired)
+            except (ValueError, RecursionError):
+                raise LineError(f"not valid JSON: {_first_line(str(strict_error))}") from None
 
 
 def _first_line(message: str) -> str:
@@ -185,14 +211,30 @@ def _strip_nul(text: str) -> str:
 def value_text(value: Any) -> str | None:
     """A property value as text: strings as they are, numbers, booleans and nested values as JSON.
 
-    ``None`` (JSON null) means "no property".
+    ``None`` (JSON null) means "no property". Numbers read by :func:`exact_json` keep their text.
     """
     if value.__class__ is str:
         text: str = value
         return text.replace("\x00", "") if "\x00" in text else text
     if value is None:
         return None
+    if isinstance(value, JsonNumber):
+        return str.__str__(value)
+    if isinstance(value, dict | list):
+        return _strip_nul(_json_text(value))
     return _strip_nul(orjson.dumps(value).decode())
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON, as orjson writes it, but numbers keep the text they were read with."""
+    if isinstance(value, JsonNumber):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        items = (f"{orjson.dumps(str(k)).decode()}:{_json_text(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    return orjson.dumps(value).decode()
 
 
 def _identity(obj: dict[str, Any], key: str) -> str:
@@ -274,6 +316,7 @@ def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Lin
         kind = LineKind.EVENT
 
     properties: dict[str, str] = {}
+    inexact = False
     for key, value in obj.items():
         if key in RESERVED_KEYS:
             continue
@@ -281,13 +324,22 @@ def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Lin
         if value.__class__ is str:
             text = value if plain or "\x00" not in value else value.replace("\x00", "")
         else:
+            if value.__class__ in _INEXACT:
+                inexact = True
             text = value_text(value)
         if text is None:
             continue
         # Later keys win when two differ only in case or spaces ("Plan", "plan").
         properties[names.get(key) or normalize_name(key)] = text
     return Line(
-        lineno, kind, person, t, name=name, properties=tuple(properties.items()), plain=plain
+        lineno,
+        kind,
+        person,
+        t,
+        name=name,
+        properties=tuple(properties.items()),
+        plain=plain,
+        inexact=inexact,
     )
 
 
@@ -318,10 +370,18 @@ def parse_line(lineno: int, raw: bytes, latest: int) -> Line | Reject | None:
         return Reject(lineno, "line longer than 1 MiB", raw_text(raw))
     if not raw.strip():
         return None
+    plain = b"\\" not in raw
     try:
-        return parse_object(lineno, decode_json_line(raw), latest, plain=b"\\" not in raw)
+        line = parse_object(lineno, decode_json_line(raw), latest, plain=plain)
+        if line.inexact:
+            # A float or nested value: read the line again keeping numbers as written ("49.90",
+            # not "49.9"). Rare: Kissmetrics values are almost always strings.
+            text = repair_octal_escapes(raw.decode("utf-8", errors="replace"))
+            line = parse_object(lineno, exact_json(text), latest, plain=plain)
+            line.inexact = False
     except LineError as error:
         return Reject(lineno, str(error), raw_text(raw))
+    return line
 
 
 def parse_stream(stream: IO[bytes], latest: int) -> Iterator[Line | Reject]:
