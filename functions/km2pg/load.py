@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Final
 
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -80,16 +80,7 @@ def load_file(con: Connection, file: ExportFile, options: LoadOptions | None = N
     :class:`SourceError`."""
     options = options or LoadOptions()
     started = time.monotonic()
-    entry = store.LedgerEntry(
-        source=file.source,
-        path=file.path,
-        export_key=file.export_key,
-        revision=file.revision,
-        etag=file.etag,
-        content_md5=None,
-        size=file.size,
-        started_at=datetime.now(UTC),
-    )
+    entry = store.LedgerEntry.for_file(file)
     try:
         return _load(con, file, entry, options, started)
     except (DatabaseError, InterfaceError, OSError) as error:
@@ -217,16 +208,7 @@ def _fail(
 
 def record_failure(con: Connection, file: ExportFile, error: Km2pgError) -> None:
     """Best effort: note a file that failed for a reason other than its data (unreadable...)."""
-    entry = store.LedgerEntry(
-        source=file.source,
-        path=file.path,
-        export_key=file.export_key,
-        revision=file.revision,
-        etag=file.etag,
-        content_md5=None,
-        size=file.size,
-        started_at=datetime.now(UTC),
-    )
+    entry = store.LedgerEntry.for_file(file)
     try:
         with db.transaction(con):
             store.record(con, entry, "failed", store.RowCounts(), error=str(error))
@@ -262,14 +244,7 @@ def _result(
         export_key=file.export_key,
         status=status,
         fileid=fileid,
-        lines=counts.lines,
-        events=counts.events,
-        actions=counts.actions,
-        properties=counts.properties,
-        aliases=counts.aliases,
-        rejects=counts.rejects,
-        min_t=counts.min_t,
-        max_t=counts.max_t,
+        **asdict(counts),
         seconds=time.monotonic() - started,
         error=error,
         bytes=size or 0,

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from pg8000.exceptions import DatabaseError
 
 from km2pg import db
 from km2pg.db import Connection
+from km2pg.sources import ExportFile
 from km2pg.staging import STAGE_COLUMNS, StagedNames
 
 LOCK_FILES_NAMESPACE: Final = db.LOCK_NAMESPACE + 1
@@ -76,6 +77,20 @@ class LedgerEntry:
     content_md5: str | None
     size: int | None
     started_at: datetime
+
+    @classmethod
+    def for_file(cls, file: ExportFile) -> LedgerEntry:
+        """What the ledger knows of a file before reading it (its content hash comes later)."""
+        return cls(
+            source=file.source,
+            path=file.path,
+            export_key=file.export_key,
+            revision=file.revision,
+            etag=file.etag,
+            content_md5=None,
+            size=file.size,
+            started_at=datetime.now(UTC),
+        )
 
 
 @dataclass(frozen=True)

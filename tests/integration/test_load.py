@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from km2pg import db, load, store
+from km2pg.demo import FOUNDING_QUERY
 from km2pg.errors import SourceError
 from km2pg.load import LoadOptions
 from km2pg.sources import discover_local, local_file
@@ -86,17 +87,7 @@ def test_founding_query_counts_checkouts_of_the_last_week(con, tmp_path):
             if line.get("_n") == "checkout successful" and int(line["_t"]) >= week_ago + 5:
                 expected.add((line["_p"], int(line["_t"])))
     con.run("SET search_path = km2pg")
-    got = count(
-        con,
-        """
-        select count(1)
-          from events e
-          join event_actions using (eventid) -- an event in KM can have more than one action
-          join actions a using (actionid)
-         where a.name = 'checkout successful'
-           and e.t >= now() - interval '1 week'
-        """,
-    )
+    got = count(con, FOUNDING_QUERY)
     # The window moves with now(): allow only the seconds this test has been running.
     assert len(expected) > 100
     assert abs(got - len(expected)) <= 3

@@ -10,19 +10,11 @@ import pytest
 from pg8000.exceptions import DatabaseError
 
 from km2pg import db, load
+from km2pg.demo import FOUNDING_QUERY
 from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
 from tests.conftest import create_database, drop_database
 from tests.helpers import write_export
-
-FOUNDING_QUERY = """
-select count(1)
-  from events e
-  join event_actions using (eventid) -- an event in KM can have more than one action
-  join actions a using (actionid)
- where a.name = 'checkout successful'
-   and e.t >= now() - interval '1 week'
-"""
 
 
 def _migrate(settings: ConnectionSettings) -> None:
