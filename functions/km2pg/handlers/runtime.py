@@ -11,7 +11,8 @@ from typing import Any
 
 from km2pg import db
 from km2pg.config import Config, Credentials, SecretReader, secrets_manager_reader
-from km2pg.db import AuthenticationFailed, Connection
+from km2pg.db import Connection
+from km2pg.errors import DatabaseUnavailable
 from km2pg.load import LoadOptions, prepare_connection
 
 
@@ -50,7 +51,9 @@ class Runtime:
         self.discard()
         try:
             con = db.connect(self.credentials.settings())
-        except AuthenticationFailed:
+        except DatabaseUnavailable:
+            # Perhaps rotated credentials (a refused login does not always reach us as such:
+            # the server may close the socket first). Read the secret again, try once more.
             con = db.connect(self.credentials.refresh())
         try:
             prepare_connection(con, self.options)
