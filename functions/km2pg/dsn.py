@@ -7,7 +7,7 @@ loopback address, where it defaults to ``disable``.
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -150,8 +150,12 @@ def _parse_uri(text: str) -> dict[str, str]:
     try:
         parts = urlsplit(text)
         port = parts.port
-    except ValueError as error:
-        raise ConfigError(f"the database DSN is not a valid URI: {error}") from None
+    except ValueError:
+        # The error's text may quote the password (an unencoded '/', '#' or '?' in it).
+        raise ConfigError(
+            "the database DSN is not a valid URI (bad port, or a password with an unencoded "
+            "'/', '#' or '?')"
+        ) from None
     values: dict[str, str] = {}
     if parts.hostname:
         values["host"] = unquote(parts.hostname)
@@ -169,15 +173,37 @@ def _parse_uri(text: str) -> dict[str, str]:
     return values
 
 
+_KEYWORD: Final = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+
+
 def _parse_keywords(text: str) -> dict[str, str]:
+    """libpq's ``key=value`` form: spaces around '=' allowed; values bare or single-quoted, with
+    backslash escaping the next character in both. Error messages never repeat a value."""
     values: dict[str, str] = {}
-    try:
-        tokens = shlex.split(text)
-    except ValueError:
-        raise ConfigError("the database DSN has an unbalanced quote") from None
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"DSN part {key!r} is not key=value")
-        values[key.strip()] = value
+    pos, end = 0, len(text)
+    while pos < end:
+        if text[pos:].strip() == "":
+            break
+        match = _KEYWORD.match(text, pos)
+        if match is None:
+            raise ConfigError("the database DSN is not a list of key=value pairs")
+        key, pos = match.group(1), match.end()
+        chars: list[str] = []
+        if pos < end and text[pos] == "'":
+            pos += 1
+            while pos < end and text[pos] != "'":
+                if text[pos] == "\\" and pos + 1 < end:
+                    pos += 1
+                chars.append(text[pos])
+                pos += 1
+            if pos >= end:
+                raise ConfigError(f"the DSN value of {key} has an unbalanced quote")
+            pos += 1
+        else:
+            while pos < end and not text[pos].isspace():
+                if text[pos] == "\\" and pos + 1 < end:
+                    pos += 1
+                chars.append(text[pos])
+                pos += 1
+        values[key] = "".join(chars)
     return values

@@ -96,15 +96,18 @@ def iter_raw_lines(
     lineno = 0
     limit = max_bytes + 3  # room for "\r\n" and one byte that proves the line is too long
     while True:
-        chunk = readline(limit)
+        # The first line may carry a BOM on top: it must not count towards the line's length.
+        read_limit = limit + len(_BOM) if lineno == 0 else limit
+        chunk = readline(read_limit)
         if not chunk:
             return
         lineno += 1
+        complete = chunk.endswith(b"\n") or len(chunk) < read_limit
         if lineno == 1 and chunk.startswith(_BOM):
             chunk = chunk[len(_BOM) :]
         if chunk.endswith(b"\n"):
             chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk[:-1]
-        elif len(chunk) >= limit:
+        elif not complete:
             # The line goes on: keep its head for the reject, drop the rest.
             while True:
                 rest = readline(1 << 20)
@@ -154,10 +157,24 @@ def _no_constants(name: str) -> Any:
 
 
 def exact_json(text: str | bytes) -> Any:
-    """Parse keeping every number's own text (slow path: only for lines that need it)."""
-    return json.loads(
-        text, parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_no_constants
-    )
+    """Parse keeping every number's own text (slow path: only for lines that need it).
+
+    Raises :class:`LineError` for what the fast parser also refuses: NaN, lone surrogates
+    (text PostgreSQL could not store), nesting too deep to handle.
+    """
+    try:
+        value = json.loads(
+            text, parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=_no_constants
+        )
+        # Lone surrogate escapes ("\ud800") decode to text that is not UTF-8: refuse the line.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise LineError("value nested too deeply") from None
+    except UnicodeEncodeError:
+        raise LineError("not valid JSON: lone surrogate in a string") from None
+    except ValueError as error:
+        raise LineError(f"not valid JSON: {_first_line(str(error))}") from None
+    return value
 
 
 def decode_json_line(raw: bytes) -> Any:
@@ -176,8 +193,10 @@ def decode_json_line(raw: bytes) -> Any:
         except orjson.JSONDecodeError:
             try:
                 return exact_json(repaired)
-            except (ValueError, RecursionError):
-                raise LineError(f"not valid JSON: {_first_line(str(strict_error))}") from None
+            except LineError as error:
+                if "not valid JSON" in str(error):
+                    raise LineError(f"not valid JSON: {_first_line(str(strict_error))}") from None
+                raise
 
 
 def _first_line(message: str) -> str:
@@ -324,8 +343,8 @@ def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Lin
         if value.__class__ is str:
             text = value if plain or "\x00" not in value else value.replace("\x00", "")
         else:
-            if value.__class__ in _INEXACT:
-                inexact = True
+            if value.__class__ in _INEXACT or (value.__class__ is int and value == 0):
+                inexact = True  # 1.10 -> 1.1, -0 -> 0: the text may differ from the line's
             text = value_text(value)
         if text is None:
             continue
@@ -372,15 +391,21 @@ def parse_line(lineno: int, raw: bytes, latest: int) -> Line | Reject | None:
         return None
     plain = b"\\" not in raw
     try:
-        line = parse_object(lineno, decode_json_line(raw), latest, plain=plain)
-        if line.inexact:
-            # A float or nested value: read the line again keeping numbers as written ("49.90",
-            # not "49.9"). Rare: Kissmetrics values are almost always strings.
-            text = repair_octal_escapes(raw.decode("utf-8", errors="replace"))
-            line = parse_object(lineno, exact_json(text), latest, plain=plain)
-            line.inexact = False
+        return _parse_line(lineno, raw, latest, plain)
     except LineError as error:
         return Reject(lineno, str(error), raw_text(raw))
+    except RecursionError:
+        return Reject(lineno, "value nested too deeply", raw_text(raw))
+
+
+def _parse_line(lineno: int, raw: bytes, latest: int, plain: bool) -> Line:
+    line = parse_object(lineno, decode_json_line(raw), latest, plain=plain)
+    if line.inexact:
+        # A float, nested or zero value: read the line again keeping numbers as written
+        # ("49.90", not "49.9"). Rare: Kissmetrics values are almost always strings.
+        text = repair_octal_escapes(raw.decode("utf-8", errors="replace"))
+        line = parse_object(lineno, exact_json(text), latest, plain=plain)
+        line.inexact = False
     return line
 
 

@@ -110,7 +110,7 @@ def test_prune_and_migrate_commands(database, tmp_path, capsys):
             ["status", "--dsn", "postgresql://u:secret@127.0.0.1:1/x"],
             "cannot reach the database at u@127.0.0.1:1/x",
         ),
-        (["status", "--dsn", "postgresql://u:secret@127.0.0.1:99999/x"], "Port out of range"),
+        (["status", "--dsn", "postgresql://u:secret@127.0.0.1:99999/x"], "not a valid URI"),
         (["status", "--dsn", "host=127.0.0.1 sslmode=maybe password=secret"], "unknown sslmode"),
         (["status", "--dsn", "nonsense"], "neither a postgresql:// URI nor key=value"),
     ],

@@ -37,6 +37,19 @@ LATEST = 1_900_000_000
 BOM = b"\xef\xbb\xbf"
 
 
+def js(template: str, **values: object) -> str:
+    """A line from a template: ``$T`` is the test timestamp, ``$NAME`` the keyword value NAME."""
+    text = template.replace("$T", str(T))
+    for name, value in values.items():
+        text = text.replace(f"${name}", str(value))
+    return text
+
+
+def bjs(template: bytes) -> bytes:
+    """A line as bytes from a template: ``$T`` is the test timestamp."""
+    return template.replace(b"$T", str(T).encode())
+
+
 def obj_line(**fields: Any) -> str:
     return json.dumps({"_p": "john", "_t": T, **fields}, ensure_ascii=False)
 
@@ -72,8 +85,17 @@ def stream(data: bytes) -> list[Line | Reject]:
 
 
 def summary(items: list[Line | Reject]) -> list[tuple[int, str]]:
-    """(line number, person or reject reason) per item: easy to compare."""
-    return [(i.lineno, i.person if isinstance(i, Line) else f"reject: {i.reason}") for i in items]
+    """(line number, person or reject reason) per item: easy to compare.
+
+    The JSON parser's own wording after "not valid JSON" is left out: it is not ours to pin.
+    """
+    return [(i.lineno, i.person if isinstance(i, Line) else _reason(i)) for i in items]
+
+
+def _reason(reject: Reject) -> str:
+    if reject.reason.startswith("not valid JSON: "):
+        return "reject: not valid JSON"
+    return f"reject: {reject.reason}"
 
 
 def padded_line(size: int, person: str = "big") -> bytes:
@@ -184,7 +206,7 @@ def test_iter_raw_lines_keeps_a_lone_cr_inside_a_line() -> None:
 
 
 def test_a_lone_cr_between_json_tokens_is_whitespace() -> None:
-    line = accepted(b'{"_p":"a",\r"_t":%d}' % T)
+    line = accepted(bjs(b'{"_p":"a",\r"_t":$T}'))
     assert line.person == "a"
 
 
@@ -193,12 +215,12 @@ def test_a_lone_cr_between_json_tokens_is_whitespace() -> None:
 
 
 def test_octal_escapes_of_utf8_bytes_are_repaired() -> None:
-    line = accepted('{"_p":"a","_t":%d,"city":"Paran\\303\\241"}' % T)
+    line = accepted(js('{"_p":"a","_t":$T,"city":"Paran\\303\\241"}'))
     assert line.properties == (("city", "Paraná"),)
 
 
 def test_octal_escapes_are_repaired_in_identities_names_and_keys() -> None:
-    line = accepted('{"_p":"Jo\\303\\243o","_t":%d,"_n":"\\303\\201gua","N\\303\\272m":"1"}' % T)
+    line = accepted(js('{"_p":"Jo\\303\\243o","_t":$T,"_n":"\\303\\201gua","N\\303\\272m":"1"}'))
     assert line.person == "João"
     assert line.name == "água"  # lowercased after repair
     assert line.properties == (("núm", "1"),)
@@ -216,13 +238,13 @@ def test_repair_octal_escapes_leaves_text_without_backslash_untouched() -> None:
 
 def test_an_escaped_backslash_before_digits_is_not_an_octal_escape() -> None:
     assert repair_octal_escapes('"C:\\\\303"') == '"C:\\\\303"'
-    assert props('{"_p":"a","_t":%d,"path":"C:\\\\303"}' % T) == {"path": "C:\\303"}
+    assert props(js('{"_p":"a","_t":$T,"path":"C:\\\\303"}')) == {"path": "C:\\303"}
 
 
 def test_an_odd_run_of_backslashes_before_digits_holds_an_octal_escape() -> None:
     # \\ (an escaped backslash) then \303\241 (an octal escape).
     assert json.loads(repair_octal_escapes('"\\\\\\303\\241"')) == "\\á"
-    assert props('{"_p":"a","_t":%d,"v":"\\\\\\303\\241"}' % T) == {"v": "\\á"}
+    assert props(js('{"_p":"a","_t":$T,"v":"\\\\\\303\\241"}')) == {"v": "\\á"}
 
 
 def test_an_even_run_of_backslashes_before_digits_is_left_alone() -> None:
@@ -234,42 +256,42 @@ def test_an_even_run_of_backslashes_before_digits_is_left_alone() -> None:
 def test_octal_escape_of_a_quote_is_reescaped_for_json() -> None:
     repaired = repair_octal_escapes('"say \\042hi\\042"')
     assert json.loads(repaired) == 'say "hi"'
-    assert props('{"_p":"a","_t":%d,"v":"say \\042hi\\042"}' % T) == {"v": 'say "hi"'}
+    assert props(js('{"_p":"a","_t":$T,"v":"say \\042hi\\042"}')) == {"v": 'say "hi"'}
 
 
 def test_octal_escape_of_a_backslash_is_reescaped_for_json() -> None:
-    assert props('{"_p":"a","_t":%d,"v":"a\\134b"}' % T) == {"v": "a\\b"}
+    assert props(js('{"_p":"a","_t":$T,"v":"a\\134b"}')) == {"v": "a\\b"}
 
 
 def test_octal_escape_of_a_control_character_is_reescaped_for_json() -> None:
     repaired = repair_octal_escapes('"a\\001b\\011c\\012d"')
     assert json.loads(repaired) == "a\x01b\tc\nd"
-    assert props('{"_p":"a","_t":%d,"v":"a\\001b\\012c"}' % T) == {"v": "a\x01b\nc"}
+    assert props(js('{"_p":"a","_t":$T,"v":"a\\001b\\012c"}')) == {"v": "a\x01b\nc"}
 
 
 def test_octal_escape_of_nul_is_removed_like_any_nul() -> None:
-    assert props('{"_p":"a","_t":%d,"v":"a\\000b"}' % T) == {"v": "ab"}
+    assert props(js('{"_p":"a","_t":$T,"v":"a\\000b"}')) == {"v": "ab"}
 
 
 def test_octal_escapes_of_invalid_utf8_become_replacement_characters() -> None:
-    assert props('{"_p":"a","_t":%d,"v":"x\\377y"}' % T) == {"v": "x\ufffdy"}
-    assert props('{"_p":"a","_t":%d,"v":"x\\303"}' % T) == {"v": "x\ufffd"}
+    assert props(js('{"_p":"a","_t":$T,"v":"x\\377y"}')) == {"v": "x\ufffdy"}
+    assert props(js('{"_p":"a","_t":$T,"v":"x\\303"}')) == {"v": "x\ufffd"}
 
 
 def test_backslash_digits_outside_the_octal_byte_range_are_not_repaired() -> None:
     assert repair_octal_escapes('"\\400"') == '"\\400"'
     assert repair_octal_escapes('"\\38"') == '"\\38"'
-    reject = rejected('{"_p":"a","_t":%d,"v":"\\400"}' % T)
+    reject = rejected(js('{"_p":"a","_t":$T,"v":"\\400"}'))
     assert reject.reason.startswith("not valid JSON")
 
 
 def test_octal_escapes_next_to_json_escapes_both_decode() -> None:
-    line = '{"_p":"a","_t":%d,"v":"\\u00e9\\303\\241\\n\\"\\t"}' % T
+    line = js('{"_p":"a","_t":$T,"v":"\\u00e9\\303\\241\\n\\"\\t"}')
     assert props(line) == {"v": 'éá\n"\t'}
 
 
 def test_invalid_utf8_bytes_become_replacement_characters() -> None:
-    line = b'{"_p":"a\xff","_t":%d,"v":"b\xc3(","_n":"x\xfey"}' % T
+    line = bjs(b'{"_p":"a\xff","_t":$T,"v":"b\xc3(","_n":"x\xfey"}')
     parsed = accepted(line)
     assert parsed.person == "a\ufffd"
     assert parsed.name == "x\ufffdy"
@@ -277,7 +299,7 @@ def test_invalid_utf8_bytes_become_replacement_characters() -> None:
 
 
 def test_invalid_utf8_and_octal_escapes_in_one_line_both_load() -> None:
-    line = b'{"_p":"a","_t":%d,"v":"\xff Paran\\303\\241"}' % T
+    line = bjs(b'{"_p":"a","_t":$T,"v":"\xff Paran\\303\\241"}')
     assert props(line) == {"v": "\ufffd Paraná"}
 
 
@@ -287,14 +309,8 @@ def test_invalid_utf8_in_a_broken_line_still_gives_a_reject() -> None:
     assert reject.raw == '{"_p":"a\ufffd\ufffd'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a JSON lone-surrogate escape (\\udc00) in a property value is kept as is; the "
-    "Line then holds text that cannot be encoded as UTF-8, so the load crashes at COPY instead "
-    "of the text becoming U+FFFD or the line being rejected",
-)
 def test_lone_surrogate_escape_in_a_value_never_yields_unencodable_text() -> None:
-    item = one('{"_p":"a\\ud800","_t":%d,"v":"x\\udc00"}' % T)
+    item = one(js('{"_p":"a\\ud800","_t":$T,"v":"x\\udc00"}'))
     if isinstance(item, Line):
         item.person.encode("utf-8")
         for key, value in item.properties:
@@ -302,14 +318,8 @@ def test_lone_surrogate_escape_in_a_value_never_yields_unencodable_text() -> Non
             value.encode("utf-8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lone-surrogate escape inside a nested value (['\\udc00']) makes parse_line "
-    "raise TypeError from orjson.dumps in export._json_text: the whole file's load crashes "
-    "instead of the line becoming a Reject",
-)
 def test_lone_surrogate_escape_inside_a_nested_value_does_not_crash_the_parse() -> None:
-    item = one('{"_p":"a","_t":%d,"v":["\\udc00"]}' % T)
+    item = one(js('{"_p":"a","_t":$T,"v":["\\udc00"]}'))
     assert isinstance(item, Line | Reject)
 
 
@@ -419,25 +429,25 @@ def test_a_null_t_is_rejected() -> None:
 
 @pytest.mark.parametrize("value", ["true", "false"])
 def test_t_as_a_boolean_is_rejected(value: str) -> None:
-    assert rejected('{"_p":"a","_t":%s}' % value).reason == "_t is not a number"
+    assert rejected(js('{"_p":"a","_t":$V}', V=value)).reason == "_t is not a number"
 
 
 @pytest.mark.parametrize(
     "value", ['"abc"', '""', '"nan"', '"NaN"', '"inf"', '"-inf"', '"Infinity"', "[1]", "{}"]
 )
 def test_t_that_is_not_a_number_is_rejected(value: str) -> None:
-    reject = rejected('{"_p":"a","_t":%s}' % value)
+    reject = rejected(js('{"_p":"a","_t":$V}', V=value))
     assert reject.reason.startswith("_t is not a number")
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_t_as_a_non_json_constant_is_rejected(value: str) -> None:
-    assert isinstance(one('{"_p":"a","_t":%s}' % value), Reject)
+    assert isinstance(one(js('{"_p":"a","_t":$V}', V=value)), Reject)
 
 
 @pytest.mark.parametrize("value", ['"-5"', "-5", "-1400000000", '"1e3"', "1e3", "0", '"0"'])
 def test_t_negative_or_too_small_is_rejected_as_before_2000(value: str) -> None:
-    reject = rejected('{"_p":"a","_t":%s}' % value)
+    reject = rejected(js('{"_p":"a","_t":$V}', V=value))
     assert "before 2000-01-01" in reject.reason
 
 
@@ -472,21 +482,21 @@ def test_parse_timestamp_reason_for_a_long_string_is_one_short_line() -> None:
 
 
 def test_a_missing_p_is_rejected() -> None:
-    assert rejected('{"_t":%d}' % T).reason == "missing _p"
+    assert rejected(js('{"_t":$T}')).reason == "missing _p"
 
 
 @pytest.mark.parametrize("value", ['""', '" "', '"\\t"', '"\\u0000"', '" \\u0000 "'])
 def test_an_empty_p_is_rejected(value: str) -> None:
-    assert rejected('{"_p":%s,"_t":%d}' % (value, T)).reason == "empty _p"
+    assert rejected(js('{"_p":$V,"_t":$T}', V=value)).reason == "empty _p"
 
 
 def test_a_null_p_is_rejected() -> None:
-    assert rejected('{"_p":null,"_t":%d}' % T).reason == "_p is null"
+    assert rejected(js('{"_p":null,"_t":$T}')).reason == "_p is null"
 
 
 @pytest.mark.parametrize("value", ["true", "[1]", '{"a":1}'])
 def test_a_p_that_is_not_a_string_is_rejected(value: str) -> None:
-    assert rejected('{"_p":%s,"_t":%d}' % (value, T)).reason == "_p is not a string"
+    assert rejected(js('{"_p":$V,"_t":$T}', V=value)).reason == "_p is not a string"
 
 
 def test_a_p_keeps_case_and_spaces() -> None:
@@ -521,7 +531,7 @@ def test_invalid_json_is_rejected(text: str) -> None:
 
 
 def test_a_raw_control_character_inside_a_string_is_rejected() -> None:
-    assert rejected('{"_p":"a","_t":%d,"v":"x\ty"}' % T).reason.startswith("not valid JSON")
+    assert rejected(js('{"_p":"a","_t":$T,"v":"x\ty"}')).reason.startswith("not valid JSON")
 
 
 def test_rejects_carry_their_line_number_and_raw_text_and_the_rest_loads() -> None:
@@ -529,7 +539,7 @@ def test_rejects_carry_their_line_number_and_raw_text_and_the_rest_loads() -> No
         obj_line(_p="a"),
         "not json",
         "",
-        '{"_t":%d}' % T,
+        js('{"_t":$T}'),
         obj_line(_p="b"),
         '{"_p":"c","_t":"abc"}',
         "[1]",
@@ -539,7 +549,7 @@ def test_rejects_carry_their_line_number_and_raw_text_and_the_rest_loads() -> No
     for items in (parse_all(list(lines)), stream(data)):
         assert summary(items) == [
             (1, "a"),
-            (2, "reject: not valid JSON: unexpected character: line 1 column 1 (char 0)"),
+            (2, "reject: not valid JSON"),
             (4, "reject: missing _p"),
             (5, "b"),
             (6, "reject: _t is not a number: 'abc'"),
@@ -547,7 +557,7 @@ def test_rejects_carry_their_line_number_and_raw_text_and_the_rest_loads() -> No
             (8, "d"),
         ]
         raws = {i.lineno: i.raw for i in items if isinstance(i, Reject)}
-        assert raws == {2: "not json", 4: '{"_t":%d}' % T, 6: lines[5], 7: "[1]"}
+        assert raws == {2: "not json", 4: js('{"_t":$T}'), 6: lines[5], 7: "[1]"}
 
 
 @pytest.mark.parametrize(
@@ -560,10 +570,10 @@ def test_rejects_carry_their_line_number_and_raw_text_and_the_rest_loads() -> No
         '{"_p":"a","_t":"' + "\\n" * 50 + '"}',
         '{"_p":"a","_t":' + str(10**30) + "}",
         '{"_p":null}',
-        '{"_p":"a","_t":%d,"_n":1}' % T,
-        '{"_p":"a","_t":%d,"_p2":[]}' % T,
+        js('{"_p":"a","_t":$T,"_n":1}'),
+        js('{"_p":"a","_t":$T,"_p2":[]}'),
         "{" * 5000,
-        '{"_p":"a","_t":%d,"v":%s}' % (T, "[" * 2000 + "]" * 2000),
+        js('{"_p":"a","_t":$T,"v":$V}', V="[" * 2000 + "]" * 2000),
     ],
 )
 def test_a_reject_reason_is_one_line(text: str) -> None:
@@ -623,7 +633,7 @@ def test_an_over_long_line_mid_stream_is_rejected_and_following_lines_keep_their
         (1, "first"),
         (2, "reject: line longer than 1 MiB"),
         (4, "after"),
-        (5, "reject: not valid JSON: unexpected character: line 1 column 1 (char 0)"),
+        (5, "reject: not valid JSON"),
         (6, "last"),
     ]
     reject = items[1]
@@ -684,23 +694,11 @@ def test_iter_raw_lines_with_a_small_limit_yields_the_head_of_a_long_line() -> N
     assert list(iter_raw_lines(io.BytesIO(data), max_bytes=4)) == [(1, b"01234"), (2, b"ok")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: export.iter_raw_lines strips the BOM before testing len(chunk) >= limit, so a "
-    "first line longer than 1 MiB that starts with a BOM is taken for a complete line: its rest "
-    "becomes a second line and every following line number is off",
-)
 def test_an_over_long_first_line_after_a_bom_keeps_the_following_line_numbers() -> None:
     data = BOM + padded_line(MAX_LINE_BYTES + 1000) + b"\n" + obj_line(_p="after").encode()
     assert summary(stream(data)) == [(1, "reject: line longer than 1 MiB"), (2, "after")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: export.iter_raw_lines: a first line of exactly 1 MiB after a BOM fills the "
-    "readline limit, the BOM is stripped before the length test, and the newline is then read "
-    "as an extra (blank) line: the next line is numbered 3, not 2",
-)
 def test_a_first_line_exactly_at_the_limit_after_a_bom_keeps_the_following_line_numbers() -> None:
     data = BOM + padded_line(MAX_LINE_BYTES) + b"\n" + obj_line(_p="after").encode()
     assert summary(stream(data)) == [(1, "big"), (2, "after")]
@@ -716,10 +714,7 @@ def test_string_values_are_kept_as_they_are() -> None:
 
 
 def test_numbers_and_booleans_become_their_json_text() -> None:
-    line = '{"_p":"a","_t":%d,"i":12,"f":12.5,"t":true,"n":false,"neg":-3,"big":%d}' % (
-        T,
-        10**30,
-    )
+    line = js('{"_p":"a","_t":$T,"i":12,"f":12.5,"t":true,"n":false,"neg":-3,"big":$B}', B=10**30)
     assert props(line) == {
         "i": "12",
         "f": "12.5",
@@ -735,16 +730,11 @@ def test_numbers_and_booleans_become_their_json_text() -> None:
     ["49.90", "1.10", "1e2", "1E+2", "-0.0", "1.5e-7", "1e400", "18446744073709551616", "-1e-400"],
 )
 def test_numbers_keep_the_text_they_were_written_with(number: str) -> None:
-    assert props('{"_p":"a","_t":%d,"v":%s}' % (T, number)) == {"v": number}
+    assert props(js('{"_p":"a","_t":$T,"v":$V}', V=number)) == {"v": number}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an integer -0 is read by orjson as 0 and written back as '0', not as its JSON "
-    "text '-0' (only lines that also hold a float or nested value are read exactly)",
-)
 def test_negative_zero_integer_keeps_its_text() -> None:
-    assert props('{"_p":"a","_t":%d,"v":-0}' % T) == {"v": "-0"}
+    assert props(js('{"_p":"a","_t":$T,"v":-0}')) == {"v": "-0"}
 
 
 def test_null_means_no_property() -> None:
@@ -752,7 +742,7 @@ def test_null_means_no_property() -> None:
 
 
 def test_nested_values_become_compact_json_text() -> None:
-    values = props('{"_p":"a","_t":%d,"o":{"k": [1, 2.50, "s", null, true]},"l":[ ]}' % T)
+    values = props(js('{"_p":"a","_t":$T,"o":{"k": [1, 2.50, "s", null, true]},"l":[ ]}'))
     assert values == {"o": '{"k":[1,2.50,"s",null,true]}', "l": "[]"}
 
 
@@ -781,22 +771,16 @@ def test_nul_is_removed_from_identities_and_names() -> None:
     assert alias.alias == "bob"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a nested value 400+ levels deep (orjson accepts up to 1024) makes parse_line "
-    "raise RecursionError from export._json_text: one hostile line crashes the whole load "
-    "instead of becoming a Reject",
-)
 def test_a_deeply_nested_value_never_crashes_the_parse() -> None:
     depth = 500
-    item = one('{"_p":"a","_t":%d,"v":%s%s}' % (T, "[" * depth, "]" * depth))
+    item = one(js('{"_p":"a","_t":$T,"v":$V}', V="[" * depth + "]" * depth))
     assert isinstance(item, Line | Reject)
 
 
 def test_nesting_too_deep_for_the_parser_is_rejected() -> None:
     depth = 5000
-    reject = rejected('{"_p":"a","_t":%d,"v":%s%s}' % (T, "[" * depth, "]" * depth))
-    assert reject.reason.startswith("not valid JSON")
+    reject = rejected(js('{"_p":"a","_t":$T,"v":$V}', V="[" * depth + "]" * depth))
+    assert reject.reason == "value nested too deeply"
 
 
 def test_value_text_rules() -> None:
@@ -843,17 +827,17 @@ def test_an_event_name_that_is_not_a_string_is_rejected() -> None:
 
 
 def test_keys_differing_only_by_case_or_spaces_last_wins() -> None:
-    line = '{"_p":"a","_t":%d,"Plan":"first","PLAN ":"second"," plan":"third"}' % T
+    line = js('{"_p":"a","_t":$T,"Plan":"first","PLAN ":"second"," plan":"third"}')
     assert props(line) == {"plan": "third"}
 
 
 def test_keys_differing_only_by_case_last_wins_when_read_exactly() -> None:
-    line = '{"_p":"a","_t":%d,"Price":1.10,"price":2.50}' % T
+    line = js('{"_p":"a","_t":$T,"Price":1.10,"price":2.50}')
     assert props(line) == {"price": "2.50"}
 
 
 def test_a_repeated_identical_key_keeps_the_last_value() -> None:
-    assert props('{"_p":"a","_t":%d,"k":"1","k":"2"}' % T) == {"k": "2"}
+    assert props(js('{"_p":"a","_t":$T,"k":"1","k":"2"}')) == {"k": "2"}
 
 
 def test_name_normalization_is_not_polluted_by_its_cache() -> None:
@@ -880,7 +864,7 @@ def test_c_and_u_are_ordinary_properties() -> None:
 
 
 def test_property_order_follows_the_line() -> None:
-    line = accepted('{"b":"1","_p":"a","a":"2","_t":%d,"c":"3"}' % T)
+    line = accepted(js('{"b":"1","_p":"a","a":"2","_t":$T,"c":"3"}'))
     assert line.properties == (("b", "1"), ("a", "2"), ("c", "3"))
 
 
@@ -895,15 +879,15 @@ def test_plain_is_true_for_a_line_without_backslash() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        '{"_p":"a","_t":%d,"v":"a\\/b"}' % T,
-        '{"_p":"a","_t":%d,"v":"\\u00e9"}' % T,
-        '{"_p":"a","_t":%d,"v":"\\t"}' % T,
-        '{"_p":"a\\\\b","_t":%d}' % T,
-        '{"_p":"a","_t":%d,"_n":"\\n"}' % T,
-        '{"_p":"a","_t":%d,"_p2":"\\"b"}' % T,
-        '{"_p":"a","_t":%d,"v":"Paran\\303\\241"}' % T,
-        '{"_p":"a","_t":%d,"v":1.5,"w":"\\\\"}' % T,
-        '{"_p":"a","_t":%d,"k\\u0000":"x"}' % T,
+        js('{"_p":"a","_t":$T,"v":"a\\/b"}'),
+        js('{"_p":"a","_t":$T,"v":"\\u00e9"}'),
+        js('{"_p":"a","_t":$T,"v":"\\t"}'),
+        js('{"_p":"a\\\\b","_t":$T}'),
+        js('{"_p":"a","_t":$T,"_n":"a\\tb"}'),
+        js('{"_p":"a","_t":$T,"_p2":"\\"b"}'),
+        js('{"_p":"a","_t":$T,"v":"Paran\\303\\241"}'),
+        js('{"_p":"a","_t":$T,"v":1.5,"w":"\\\\"}'),
+        js('{"_p":"a","_t":$T,"k\\u0000":"x"}'),
     ],
 )
 def test_plain_is_false_whenever_the_raw_line_had_a_backslash(line: str) -> None:
@@ -972,5 +956,5 @@ def test_parse_line_returns_none_for_a_blank_line() -> None:
 
 
 def test_numeric_identities_are_taken_as_their_json_text() -> None:
-    assert accepted('{"_p":123,"_t":%d}' % T).person == "123"
-    assert accepted('{"_p":"a","_p2":456,"_t":%d}' % T).alias == "456"
+    assert accepted(js('{"_p":123,"_t":$T}')).person == "123"
+    assert accepted(js('{"_p":"a","_p2":456,"_t":$T}')).alias == "456"
