@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test unit integration lint format typecheck demo bench clean
+.PHONY: help install test unit integration lint format typecheck demo bench synth deploy clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -12,6 +12,8 @@ help:
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
+	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
+	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
 	@echo "make clean      remove the virtualenv and caches"
 
 $(STAMP): pyproject.toml
@@ -32,13 +34,14 @@ integration: install
 	$(BIN)/python -m pytest tests/integration
 
 lint: install
-	$(BIN)/ruff check functions tests benchmarks
-	$(BIN)/ruff format --check functions tests benchmarks
+	$(BIN)/ruff check functions tests benchmarks infra layers
+	$(BIN)/ruff format --check functions tests benchmarks infra layers
 	$(BIN)/mypy
+	$(BIN)/mypy infra layers tests/infra
 
 format: install
-	$(BIN)/ruff check --fix functions tests benchmarks
-	$(BIN)/ruff format functions tests benchmarks
+	$(BIN)/ruff check --fix functions tests benchmarks infra layers
+	$(BIN)/ruff format functions tests benchmarks infra layers
 
 typecheck: install
 	$(BIN)/mypy
@@ -49,5 +52,17 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/bench_load.py
 
+# The AWS CDK app (infra/). `npm ci` installs the pinned CDK CLI (package-lock.json).
+NODE_STAMP := node_modules/.package-lock.json
+
+$(NODE_STAMP): package-lock.json
+	npm ci --no-audit --no-fund
+
+synth: install $(NODE_STAMP)
+	npx cdk synth --quiet
+
+deploy: install $(NODE_STAMP)
+	npx cdk deploy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out node_modules

@@ -1,0 +1,168 @@
+"""The S3 bucket Kissmetrics exports into, and how new export files reach the load queue."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnElement, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.settings import KISSMETRICS_CANONICAL_USER, Settings
+
+EXPORT_SUFFIX = ".json"
+INDEX_KEY = "index.csv"
+
+
+class ExportBucket(Construct):
+    """The export bucket (existing, by name, or new) wired to the load queue.
+
+    A new bucket blocks public access, refuses non-TLS requests, encrypts with S3-managed keys
+    (SSE-S3, which a writer from another account needs no key grant for), logs access to a
+    second bucket, keeps ACLs disabled (every object is owned by the bucket owner) and lets
+    Kissmetrics' canonical user list, write and delete objects and read the bucket ACL through
+    its bucket policy. Both buckets are retained when the stack is deleted.
+
+    New export files reach the queue as S3 event notifications (ObjectCreated, ``exportPrefix``,
+    ``.json``) or, with ``eventBridge``, as EventBridge "Object Created" events matched by a rule.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, queue: sqs.IQueue
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.prefix = settings.export_prefix
+        self.created = settings.export_bucket_name is None
+        if settings.export_bucket_name is not None:
+            self.bucket: s3.IBucket = s3.Bucket.from_bucket_name(
+                self, "Bucket", settings.export_bucket_name
+            )
+            if settings.event_bridge:
+                self.bucket.enable_event_bridge_notification()
+        else:
+            self.bucket = self._create(settings)
+        if settings.event_bridge:
+            self.rule: events.Rule | None = events.Rule(
+                self,
+                "ObjectCreatedRule",
+                description=f"km2pg: new objects under {self.prefix} to the load queue",
+                event_pattern=events.EventPattern(
+                    source=["aws.s3"],
+                    detail_type=["Object Created"],
+                    detail={
+                        "bucket": {"name": [self.bucket.bucket_name]},
+                        "object": {"key": [{"prefix": self.prefix}]},
+                    },
+                ),
+                targets=[
+                    targets.SqsQueue(queue, retry_attempts=10, max_event_age=Duration.hours(24))
+                ],
+            )
+        else:
+            self.rule = None
+            self.bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3n.SqsDestination(queue),
+                s3.NotificationKeyFilter(prefix=self.prefix, suffix=EXPORT_SUFFIX),
+            )
+
+    @property
+    def exports_arn(self) -> str:
+        """ARN of every object under the export prefix."""
+        return self.bucket.arn_for_objects(f"{self.prefix}*")
+
+    @property
+    def exports_nag_id(self) -> str:
+        """The cdk-nag finding for a grant on every object under the prefix (a wildcard)."""
+        if self.created:
+            cfn = self.bucket.node.default_child
+            assert isinstance(cfn, CfnElement)
+            stack = Stack.of(self)
+            arn = f"<{stack.resolve(stack.get_logical_id(cfn))}.Arn>"
+        else:
+            arn = f"arn:<AWS::Partition>:s3:::{self.bucket.bucket_name}"
+        return f"AwsSolutions-IAM5[Resource::{arn}/{self.prefix}*]"
+
+    def grant_read_exports(self, role: iam.Role) -> None:
+        """s3:GetObject on the export prefix only."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadExportFiles", actions=["s3:GetObject"], resources=[self.exports_arn]
+            )
+        )
+        acknowledge(
+            role,
+            "Reads only the export files: every object under the export prefix, which is "
+            "what Kissmetrics writes (revisions/N.json, one per hour, names not known ahead).",
+            self.exports_nag_id,
+        )
+
+    def grant_list_exports(self, role: iam.Role) -> None:
+        """s3:ListBucket for the export prefix only, and s3:GetObject on index.csv."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ListExportFiles",
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{self.prefix}*"]}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadExportIndex",
+                actions=["s3:GetObject"],
+                resources=[self.bucket.arn_for_objects(INDEX_KEY)],
+            )
+        )
+
+    def _create(self, settings: Settings) -> s3.Bucket:
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+        )
+        acknowledge(
+            access_logs,
+            "This is the access-log bucket of the export bucket; logging its own access would "
+            "log endlessly.",
+            "AwsSolutions-S1",
+        )
+        bucket = s3.Bucket(
+            self,
+            "Bucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="export-bucket/",
+            event_bridge_enabled=settings.event_bridge,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        kissmetrics = iam.CanonicalUserPrincipal(KISSMETRICS_CANONICAL_USER)
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="KissmetricsListAndViewPermissions",
+                principals=[kissmetrics],
+                actions=["s3:ListBucket", "s3:GetBucketAcl"],
+                resources=[bucket.bucket_arn],
+            )
+        )
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="KissmetricsUploadAndDelete",
+                principals=[kissmetrics],
+                actions=["s3:PutObject", "s3:DeleteObject"],
+                resources=[bucket.arn_for_objects("*")],
+            )
+        )
+        return bucket

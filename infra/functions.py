@@ -1,0 +1,306 @@
+"""The three Lambda functions (loader, pruner, reconciler) and what triggers each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.database import Database
+from infra.export_bucket import ExportBucket
+from infra.layer import ARCHITECTURE, RUNTIME
+from infra.nag import acknowledge
+from infra.network import FunctionNetwork
+from infra.queue import LoadQueue
+from infra.settings import FunctionSize, Schedule, Settings
+
+FUNCTIONS_DIR: Final = Path(__file__).resolve().parents[1] / "functions"
+CODE_EXCLUDE: Final = ["__pycache__", "*.pyc", "*.egg-info"]
+SERVICE: Final = "km2pg"
+
+ENI_ACTIONS: Final = [
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+]
+
+
+def function_code() -> lambda_.AssetCode:
+    """The ``functions/`` folder (the km2pg package), without byte code or build metadata."""
+    return lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE)
+
+
+class KmFunction(Construct):
+    """One km2pg function: its own role, log group (with retention), X-Ray tracing, arm64.
+
+    The role holds exactly what this function needs: writing its log group, the database
+    secret, network interfaces when in a VPC, X-Ray, and whatever its owner grants.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: str,
+        description: str,
+        size: FunctionSize,
+        settings: Settings,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        database: Database,
+        network: FunctionNetwork | None,
+        environment: dict[str, str],
+        reserved_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.THREE_MONTHS)
+        cfn_log_group = self.log_group.node.default_child
+        assert isinstance(cfn_log_group, logs.CfnLogGroup)
+        cfn_log_group.retention_in_days = settings.log_retention_days
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"km2pg {construct_id.lower()} function",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteOwnLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        if network is not None:
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces", actions=ENI_ACTIONS, resources=["*"]
+                )
+            )
+        database.grant_read_secret(self.role)
+        env = {
+            "KM2PG_DB_SECRET_ARN": database.secret_arn,
+            "KM2PG_DB_SSLMODE": settings.db_ssl_mode,
+            "POWERTOOLS_SERVICE_NAME": SERVICE,
+            "POWERTOOLS_METRICS_NAMESPACE": SERVICE,
+            "POWERTOOLS_LOG_LEVEL": settings.log_level,
+        }
+        if settings.db_ssl_root_cert:
+            env["KM2PG_DB_SSLROOTCERT"] = settings.db_ssl_root_cert
+        env.update(environment)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=handler,
+            code=code,
+            layers=[layer],
+            memory_size=size.memory_mb,
+            timeout=Duration.seconds(size.timeout_seconds),
+            tracing=lambda_.Tracing.ACTIVE,
+            role=self.role,
+            log_group=self.log_group,
+            environment=env,
+            reserved_concurrent_executions=reserved_concurrency,
+            vpc=network.vpc if network else None,
+            vpc_subnets=network.subnets if network else None,
+            security_groups=[network.security_group] if network else None,
+        )
+        acknowledge(
+            self.role,
+            "X-Ray's PutTraceSegments and PutTelemetryRecords take no resource; "
+            + (
+                "Lambda's network-interface actions in a VPC take none either (AWS documents "
+                "Resource '*' for both)."
+                if network
+                else "AWS documents Resource '*' for them."
+            ),
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+        acknowledge(
+            self.function,
+            "The runtime is fixed at Python 3.12 by the contract with the handlers: the "
+            "dependency layer is built for cp312 on arm64.",
+            "AwsSolutions-L1",
+        )
+
+
+class LoaderFunction(KmFunction):
+    """Loads the files the queue announces: SQS event source with partial batch responses.
+
+    At most ``loaderMaxConcurrency`` instances run at once (each holds one database connection).
+    Batches of ``loaderBatchSize`` messages wait at most ``loaderBatchWindowSeconds``, so a file
+    is loaded within seconds of its notification.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        database: Database,
+        network: FunctionNetwork | None,
+        queue: LoadQueue,
+        exports: ExportBucket,
+    ) -> None:
+        environment = {}
+        if settings.max_reject_share is not None:
+            environment["KM2PG_MAX_REJECT_SHARE"] = f"{settings.max_reject_share:g}"
+        super().__init__(
+            scope,
+            construct_id,
+            handler="km2pg.handlers.loader.handler",
+            description="km2pg: load Kissmetrics export files announced on the load queue",
+            size=settings.loader,
+            settings=settings,
+            code=code,
+            layer=layer,
+            database=database,
+            network=network,
+            environment=environment,
+        )
+        exports.grant_read_exports(self.role)
+        self.event_source = sources.SqsEventSource(
+            queue.queue,
+            batch_size=settings.loader_batch_size,
+            max_batching_window=Duration.seconds(settings.loader_batch_window_seconds),
+            max_concurrency=settings.loader_max_concurrency,
+            report_batch_item_failures=True,
+        )
+        self.function.add_event_source(self.event_source)
+
+
+class ScheduledFunction(KmFunction):
+    """A function run by an EventBridge schedule (``rate(...)`` or ``cron(...)``).
+
+    EventBridge invokes it asynchronously (two retries within an hour); at most
+    ``scheduledReservedConcurrency`` instances run at once.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        schedule: Schedule,
+        handler: str,
+        description: str,
+        size: FunctionSize,
+        settings: Settings,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        database: Database,
+        network: FunctionNetwork | None,
+        environment: dict[str, str],
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            handler=handler,
+            description=description,
+            size=size,
+            settings=settings,
+            code=code,
+            layer=layer,
+            database=database,
+            network=network,
+            environment=environment,
+            reserved_concurrency=settings.scheduled_reserved_concurrency,
+        )
+        self.schedule = schedule
+        self.rule = events.Rule(
+            self,
+            "Schedule",
+            description=f"km2pg: run the {construct_id.lower()} function",
+            schedule=events.Schedule.expression(schedule.expression),
+            targets=[
+                targets.LambdaFunction(
+                    self.function, retry_attempts=2, max_event_age=Duration.hours(1)
+                )
+            ],
+        )
+
+
+class PrunerFunction(ScheduledFunction):
+    """Drops events older than ``retentionDays``, on ``pruneSchedule`` (daily by default)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        database: Database,
+        network: FunctionNetwork | None,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            schedule=settings.prune_schedule,
+            settings=settings,
+            handler="km2pg.handlers.pruner.handler",
+            description="km2pg: drop events older than the retention period",
+            size=settings.pruner,
+            code=code,
+            layer=layer,
+            database=database,
+            network=network,
+            environment={"KM2PG_RETENTION_DAYS": str(settings.retention_days)},
+        )
+
+
+class ReconcilerFunction(ScheduledFunction):
+    """Queues export files the ledger lacks, on ``reconcileSchedule`` (hourly by default)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+        database: Database,
+        network: FunctionNetwork | None,
+        queue: LoadQueue,
+        exports: ExportBucket,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            schedule=settings.reconcile_schedule,
+            settings=settings,
+            handler="km2pg.handlers.reconciler.handler",
+            description="km2pg: queue export files that were never loaded",
+            size=settings.reconciler,
+            code=code,
+            layer=layer,
+            database=database,
+            network=network,
+            environment={
+                "KM2PG_QUEUE_URL": queue.queue.queue_url,
+                "KM2PG_EXPORT_BUCKET": exports.bucket.bucket_name,
+                "KM2PG_EXPORT_PREFIX": settings.export_prefix,
+            },
+        )
+        exports.grant_list_exports(self.role)
+        exports.grant_read_exports(self.role)
+        queue.queue.grant_send_messages(self.role)

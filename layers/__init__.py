@@ -1,0 +1,1 @@
+"""The Lambda dependency layer: its pinned requirements and the code that builds it."""
