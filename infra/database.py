@@ -168,7 +168,7 @@ class Database(Construct):
             instance.node.find_child("Secret"),
             "Not rotated by the stack: a rotation function would need its own network path to "
             "the database. km2pg reads the secret again after an authentication failure, so "
-            "rotation can be enabled later (DEPLOY.md).",
+            "rotation can be enabled later (README, Deploy to AWS).",
             "AwsSolutions-SMG4",
         )
         return instance.secret.secret_arn

@@ -3,7 +3,7 @@
 Context comes from cdk.json (JSON values) or from ``-c key=value`` on the command line (always
 strings), so every reader accepts both: ``true``/``false`` for flags, digits for numbers, and a
 JSON list or a comma-separated string for lists. A bad value stops the synth with a message that
-names the key. DEPLOY.md documents each key; cdk.json carries safe examples.
+names the key. README.md ("Deploy to AWS") documents each key; cdk.json carries safe examples.
 """
 
 from __future__ import annotations

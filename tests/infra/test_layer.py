@@ -16,7 +16,7 @@ from layers.bundling import REQUIREMENTS, PipLayerBundling, pip_command
 from .conftest import CDK_JSON, ROOT, synthesize
 
 CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
-DEPLOY_MD = ROOT / "infra" / "DEPLOY.md"
+DEPLOY_MD = ROOT / "README.md"  # its "Deploy to AWS" section
 
 
 def requirement_names() -> set[str]:
@@ -114,7 +114,7 @@ def test_every_context_key_is_in_cdk_json_and_documented() -> None:
     deploy = DEPLOY_MD.read_text()
     for key in CONTEXT_KEYS:
         assert key in context, f"{key} has no example in cdk.json"
-        assert f"`{key}`" in deploy, f"{key} is not documented in DEPLOY.md"
+        assert f"`{key}`" in deploy, f"{key} is not documented in the README"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
