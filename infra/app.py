@@ -1,8 +1,8 @@
 """The km2pg CDK app. Run from the repository root: ``npx cdk synth`` (see cdk.json).
 
 All settings are context values (cdk.json, or ``-c key=value``); see README.md, "Deploy to AWS".
-The stack
-is environment-agnostic and looks nothing up, so synth needs no AWS credentials and no network.
+The stack is environment-agnostic and looks nothing up, so synth needs no AWS credentials and no
+network.
 cdk-nag's AWS Solutions checks run on every synth; a finding not acknowledged fails it.
 """
 
