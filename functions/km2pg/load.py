@@ -95,7 +95,10 @@ def _load(
     options: LoadOptions,
     started: float,
 ) -> LoadResult:
-    md5 = file.known_md5 or (content_md5(file) if file.local else None)
+    md5 = file.known_md5
+    if md5 is None and file.local and store.was_loaded(con, file.export_key):
+        # Worth a read of its own only when it may be a reload: a new file is hashed as parsed.
+        md5 = content_md5(file)
     if md5 is not None:
         entry = replace(entry, content_md5=md5)
         if store.loaded_fileid(con, file.export_key, md5) is not None:

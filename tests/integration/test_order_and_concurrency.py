@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import traceback
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,16 @@ def test_every_file_loaded_twice_in_two_orders_gives_the_same_dump(
         drop_database(pg_admin, settings)
 
 
-def _worker(settings: ConnectionSettings, paths: list[str], seed: int) -> None:
+def _worker(settings: ConnectionSettings, paths: list[str], seed: int, report: str) -> None:
+    try:
+        _load_shuffled(settings, paths, seed)
+    except BaseException:
+        # Leave the reason where the test can show it (a child's stderr is easily lost).
+        Path(report).write_text(traceback.format_exc())
+        raise
+
+
+def _load_shuffled(settings: ConnectionSettings, paths: list[str], seed: int) -> None:
     files = list(paths)
     random.Random(seed).shuffle(files)
     with db.connection(settings) as con:
@@ -97,7 +107,7 @@ def _worker(settings: ConnectionSettings, paths: list[str], seed: int) -> None:
 
 
 def test_concurrent_loaders_on_overlapping_files_never_deadlock_and_match_a_serial_load(
-    pg_admin, template_database, export, serial_dump
+    pg_admin, template_database, export, serial_dump, tmp_path
 ):
     settings = create_database(pg_admin, template_database)
     try:
@@ -106,14 +116,17 @@ def test_concurrent_loaders_on_overlapping_files_never_deadlock_and_match_a_seri
         shares = [paths[0::2] + paths[1::3], paths[1::2] + paths[0::3], paths, paths[::-1]]
         context = multiprocessing.get_context("spawn")
         workers = [
-            context.Process(target=_worker, args=(settings, share, seed))
+            context.Process(
+                target=_worker, args=(settings, share, seed, str(tmp_path / f"worker{seed}.txt"))
+            )
             for seed, share in enumerate(shares)
         ]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join(timeout=300)
-        assert [w.exitcode for w in workers] == [0] * len(workers)
+        reports = [p.read_text() for p in sorted(tmp_path.glob("worker*.txt"))]
+        assert [w.exitcode for w in workers] == [0] * len(workers), "\n".join(reports)
         assert dump_of(settings) == serial_dump
         with db.connection(settings) as con:
             loaded = db.scalar(con, "select count(*) from km2pg.files where status = 'loaded'")

@@ -1,0 +1,243 @@
+"""Load one synthetic export file and compare with the floor: PostgreSQL COPY of the final rows.
+
+Run: ``.venv/bin/python benchmarks/bench_load.py [--lines N] [--keep]``.
+
+1. Write a clean synthetic export of N lines in one file (timed apart, not measured).
+2. Start a throwaway embedded PostgreSQL with the durable settings a user gets.
+3. Load the file with the real command line, in a child process: wall time and peak RSS.
+4. The floor: COPY the final rows of every table the load wrote into bare tables (no indexes,
+   no constraints, plain logged tables) and time only those COPYs.
+5. Load the file again (the skip path), and once more in-process on a fresh database to show
+   the load's own per-step timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from km2pg import db, local, synth
+from km2pg.dsn import ConnectionSettings
+from km2pg.load import LoadResult, load_file, prepare_connection
+from km2pg.sources import local_file
+
+DEFAULT_LINES: Final = 1_000_000
+SEED: Final = 20_240_601
+DATABASE: Final = "bench"
+STEPS_DATABASE: Final = "bench_steps"
+FLOOR_SCHEMA: Final = "bench_floor"
+READ_CHUNK: Final = 1 << 20
+MB: Final = 1024 * 1024
+
+# Every table a load writes facts or dictionaries into, in load order.
+TABLES: Final = (
+    "users",
+    "aliases",
+    "actions",
+    "keys",
+    "events",
+    "event_actions",
+    "event_properties",
+)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    seconds: float
+    exit_code: int
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class FloorTable:
+    table: str
+    rows: int
+    mb: float
+    seconds: float
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines in the file")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (the export and floor files)"
+    )
+    args = parser.parse_args(argv)
+    if args.lines < 1:
+        parser.error("--lines must be at least 1")
+    return args
+
+
+def run_cli(path: Path, dsn: str) -> ChildRun:
+    """``km2pg load FILE --dsn ... --quiet`` in a child process: wall time and peak RSS."""
+    argv = [sys.executable, "-m", "km2pg.cli", "load", str(path), "--dsn", dsn, "--quiet"]
+    started = time.perf_counter()
+    child = subprocess.Popen(argv)
+    # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux).
+    _pid, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return ChildRun(seconds, child.returncode, usage.ru_maxrss / 1024)
+
+
+def checkpoint(settings: ConnectionSettings) -> None:
+    """Start each measured phase from a clean slate: no dirty buffers left by the last one."""
+    with db.connection(settings) as con:
+        con.run("CHECKPOINT")
+
+
+def file_status(settings: ConnectionSettings) -> list[str]:
+    with db.connection(settings) as con:
+        return [str(r[0]) for r in db.rows(con, "SELECT status FROM km2pg.files ORDER BY fileid")]
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(READ_CHUNK):
+            yield chunk
+
+
+def measure_floor(settings: ConnectionSettings, folder: Path) -> list[FloorTable]:
+    """COPY each table's final rows out, then time COPY of them into bare tables."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with db.connection(settings) as con:
+        con.run(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
+        con.run(f"CREATE SCHEMA {FLOOR_SCHEMA}")
+        counts: dict[str, int] = {}
+        for table in TABLES:
+            # Same columns and types, no NOT NULL, no keys, no checks, not partitioned.
+            con.run(
+                f"CREATE TABLE {FLOOR_SCHEMA}.{table} AS SELECT * FROM km2pg.{table} WITH NO DATA"
+            )
+            with (folder / f"{table}.copy").open("wb") as out:
+                con.run(f"COPY (SELECT * FROM km2pg.{table}) TO STDOUT", stream=out)
+            counts[table] = int(con.row_count or 0)
+    checkpoint(settings)
+    results = []
+    with db.connection(settings) as con:
+        for table in TABLES:
+            path = folder / f"{table}.copy"
+            started = time.perf_counter()
+            con.run(f"COPY {FLOOR_SCHEMA}.{table} FROM STDIN", stream=_chunks(path))
+            seconds = time.perf_counter() - started
+            results.append(FloorTable(table, counts[table], path.stat().st_size / MB, seconds))
+        con.run(f"DROP SCHEMA {FLOOR_SCHEMA} CASCADE")
+    return results
+
+
+def load_in_process(server: local.EmbeddedServer, path: Path) -> LoadResult:
+    """One more load, in this process on a fresh database, for the load's per-step timings."""
+    settings = local.ensure_database(server, STEPS_DATABASE)
+    checkpoint(settings)
+    with db.connection(settings) as con:
+        prepare_connection(con)
+        return load_file(con, local_file(path))
+
+
+def _rate(lines: int, seconds: float) -> str:
+    return f"{lines / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def report(
+    lines: int,
+    file_mb: float,
+    load: ChildRun,
+    skip: ChildRun,
+    floor: list[FloorTable],
+    steps: LoadResult,
+) -> None:
+    floor_seconds = sum(f.seconds for f in floor)
+    print()
+    print("floor: COPY of the final rows into bare tables")
+    print(f"  {'table':<17} {'rows':>12} {'MB':>8} {'seconds':>8}")
+    for f in floor:
+        print(f"  {f.table:<17} {f.rows:>12,} {f.mb:>8.1f} {f.seconds:>8.2f}")
+    total_rows = sum(f.rows for f in floor)
+    total_mb = sum(f.mb for f in floor)
+    print(f"  {'total':<17} {total_rows:>12,} {total_mb:>8.1f} {floor_seconds:>8.2f}")
+
+    print()
+    print("per-step timings of an in-process load on a fresh database (seconds)")
+    for name, seconds in steps.timings.items():
+        print(f"  {name:<17} {seconds:>8.2f}")
+    print(f"  {'total':<17} {steps.seconds:>8.2f}  ({_rate(steps.lines, steps.seconds)} lines/s)")
+    print(
+        f"  rows: {steps.events:,} events, {steps.actions:,} actions, "
+        f"{steps.properties:,} properties, {steps.aliases:,} aliases, {steps.rejects:,} rejects"
+    )
+
+    ratio = load.seconds / floor_seconds if floor_seconds > 0 else float("inf")
+    print()
+    header = (
+        f"{'lines':>10} {'file MB':>8} {'km2pg s':>8} {'lines/s':>9} "
+        f"{'floor s':>8} {'floor lines/s':>13} {'ratio':>6} {'peak RSS MB':>11} {'skip s':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    print(
+        f"{lines:>10,} {file_mb:>8.1f} {load.seconds:>8.2f} {_rate(lines, load.seconds):>9} "
+        f"{floor_seconds:>8.2f} {_rate(lines, floor_seconds):>13} {ratio:>6.2f} "
+        f"{load.peak_rss_mb:>11.1f} {skip.seconds:>7.2f}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    lines: int = args.lines
+    work = Path(tempfile.mkdtemp(prefix="km2pg-bench-"))
+    try:
+        started = time.perf_counter()
+        summary = synth.generate_export(work / "export", lines=lines, files=1, seed=SEED)
+        path = summary.files[0]
+        file_mb = path.stat().st_size / MB
+        print(
+            f"generated {lines:,} lines ({file_mb:.1f} MB) in "
+            f"{time.perf_counter() - started:.1f} s (not measured): {path}"
+        )
+
+        started = time.perf_counter()
+        server = local.start(work / "pgdata", local.LOCAL_SETTINGS, temporary=True)
+        try:
+            settings = local.ensure_database(server, DATABASE)
+            print(f"embedded PostgreSQL ready in {time.perf_counter() - started:.1f} s")
+
+            checkpoint(settings)
+            load = run_cli(path, server.dsn(DATABASE))
+            print(
+                f"km2pg load: {load.seconds:.2f} s, {_rate(lines, load.seconds)} lines/s, "
+                f"peak RSS {load.peak_rss_mb:.1f} MB, exit {load.exit_code}"
+            )
+            skip = run_cli(path, server.dsn(DATABASE))
+            print(f"km2pg load again (skipped): {skip.seconds:.2f} s, exit {skip.exit_code}")
+            statuses = file_status(settings)
+            if load.exit_code or skip.exit_code or statuses != ["loaded", "skipped"]:
+                print(f"unexpected outcome: ledger {statuses}", file=sys.stderr)
+                return 1
+
+            floor = measure_floor(settings, work / "floor")
+            steps = load_in_process(server, path)
+            if steps.status != "loaded":
+                print(f"in-process load: {steps.status} {steps.error}", file=sys.stderr)
+                return 1
+            report(lines, file_mb, load, skip, floor, steps)
+        finally:
+            server.handle.cleanup()
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
