@@ -28,7 +28,6 @@ LOCK_NAMESPACE: Final = 0x6B6D3270  # "km2p"
 LOCK_MIGRATE: Final = 1
 LOCK_PARTITIONS: Final = 2
 LOCK_ALIASES: Final = 3
-LOCK_FILE: Final = 4  # combined with a hash of the export key: see store.lock_file
 
 # SQLSTATE classes and codes that mean "try again later", not "your data is wrong".
 _TRANSIENT_CLASSES: Final = ("08", "53", "57", "28")

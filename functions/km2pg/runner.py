@@ -6,7 +6,7 @@ stops the run: every later file would fail the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
@@ -102,6 +102,3 @@ def _wait_some(
 ) -> tuple[set[Future[LoadResult]], set[Future[LoadResult]]]:
     done, rest = wait(pending, return_when=FIRST_COMPLETED)
     return set(done), set(rest)
-
-
-ProgressCallback = Callable[[int], None]

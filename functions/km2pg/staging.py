@@ -22,8 +22,6 @@ CHUNK_CHARS: Final = 256 * 1024
 STAGE_COLUMNS: Final = "rec, lineno, p, p2, t, name, value, action"
 MAX_NAMES: Final = 100_000
 """Distinct action or key names remembered per file; past that they are found in SQL."""
-REC_PROPERTY: Final = "k"
-REC_REJECT: Final = "r"
 
 
 def _same(value: str) -> str:
