@@ -30,6 +30,15 @@ def write_export(folder: Path, revision: int, lines: Sequence[str | dict[str, An
     return path
 
 
+def numbered(lines: Iterable[str | bytes]) -> list[tuple[int, bytes]]:
+    """Lines as :func:`km2pg.export.iter_raw_lines` yields them: (number from 1, raw bytes
+    without the end of line), the way :func:`km2pg.export.parse_lines` reads them."""
+    return [
+        (n, (line.encode() if isinstance(line, str) else line).rstrip(b"\r\n"))
+        for n, line in enumerate(lines, 1)
+    ]
+
+
 def canonical_dump(con: db.Connection) -> dict[str, list[tuple[Any, ...]]]:
     q = {
         "users": """

@@ -24,9 +24,9 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 from km2pg import db, store
 from km2pg.db import Connection
 from km2pg.errors import DatabaseUnavailable, Km2pgError, LoadFailed
-from km2pg.export import FUTURE_SLACK_SECONDS, parse_stream
+from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
 from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
-from km2pg.staging import GuardedStream, StageStats, copy_rows
+from km2pg.staging import GuardedStream, StageStats, copy_export
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
 _PARTITION_RACE_RETRIES: Final = 3
@@ -109,7 +109,7 @@ def _load(
     latest = int(time.time()) + FUTURE_SLACK_SECONDS
     with ContentStream(file) as content:
         chunks = GuardedStream(
-            copy_rows(parse_stream(content.stream, latest), stats, options.on_progress)
+            copy_export(iter_raw_lines(content.stream), latest, stats, options.on_progress)
         )
         with db.transaction(con):
             store.stage(con, chunks)

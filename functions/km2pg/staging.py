@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from km2pg.export import Line, LineKind, Reject
+from km2pg.export import Reject, parse_line, parse_usual
 
 # Characters COPY's text format gives a meaning to are escaped (the parser already removed NUL).
 _SPECIAL: Final = re.compile(r"[\\\t\n\r]")
@@ -88,16 +88,20 @@ class StageStats:
         return None if self.max_t is None else datetime.fromtimestamp(self.max_t, UTC)
 
 
-def copy_rows(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
-    parsed: Iterable[Line | Reject],
+def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
+    raw_lines: Iterable[tuple[int, bytes]],
+    latest: int,
     stats: StageStats,
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """Yield COPY text in chunks of about 256 KiB for the staging table, updating ``stats``.
+    """Parse numbered raw lines and yield COPY text in chunks of about 256 KiB, filling ``stats``.
 
-    Memory is bounded by one chunk, whatever the file's size.
+    The usual line goes from :func:`export.parse_usual` straight to its rows; any other goes
+    through :func:`export.parse_line`, and both are written by the same code. Memory is bounded
+    by one chunk, whatever the file's size.
     """
     esc = copy_text
+    usual = parse_usual
     buffer: list[str] = []
     size = reported = 0
     # Counters are locals in the loop (attribute updates per line cost), saved per chunk.
@@ -113,18 +117,26 @@ def copy_rows(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
         stats.events, stats.property_sets, stats.aliases = events, property_sets, aliases
         stats.properties, stats.min_t, stats.max_t = properties, min_t, max_t
 
-    for item in parsed:
-        lineno = item.lineno
+    for lineno, raw in raw_lines:
+        fields = usual(raw, latest)
+        plain = True
+        alias = None
+        if fields is None:
+            item = parse_line(lineno, raw, latest)
+            if item is None:  # blank
+                continue
+            if isinstance(item, Reject):
+                lines = lineno
+                rejects += 1
+                row = f"r\t{lineno}\t\\N\t\\N\t\\N\t{esc(item.reason)}\t{esc(item.raw)}\t\\N\n"
+                buffer.append(row)
+                size += len(row)
+                continue
+            plain, alias = item.plain, item.alias
+            fields = (item.person, item.t, item.name, dict(item.properties))
         lines = lineno
-        if isinstance(item, Reject):
-            rejects += 1
-            reason, raw = esc(item.reason), esc(item.raw)
-            row = f"r\t{lineno}\t\\N\t\\N\t\\N\t{reason}\t{raw}\t\\N\n"
-            buffer.append(row)
-            size += len(row)
-            continue
         accepted += 1
-        t = item.t
+        person, t, name, pairs = fields
         if min_t is None or t < min_t:
             min_t = t
         if max_t is None or t > max_t:
@@ -135,37 +147,33 @@ def copy_rows(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
             moment = datetime.fromtimestamp(day * 86400, UTC)
             months.add((moment.year, moment.month))
         # A plain line has nothing to escape (see Line.plain): skip the work.
-        plain = item.plain
         e = _same if plain else esc
-        kind = item.kind
-        if kind is LineKind.ALIAS:
+        person = e(person)
+        if alias is not None:
             aliases += 1
-            row = f"a\t{lineno}\t{e(item.person)}\t{e(item.alias or '')}\t{t}\t\\N\t\\N\t\\N\n"
+            row = f"a\t{lineno}\t{person}\t{e(alias)}\t{t}\t\\N\t\\N\t\\N\n"
         else:
-            person = e(item.person)
-            if kind is LineKind.EVENT:
+            if name is not None:
                 events += 1
-                name = item.name or ""
                 if action_names is not None:
                     action_names.add(name)
-                action = e(name)
-                row = f"e\t{lineno}\t{person}\t\\N\t{t}\t{action}\t\\N\t\\N\n"
+                row = f"e\t{lineno}\t{person}\t\\N\t{t}\t{e(name)}\t\\N\t\\N\n"
             else:
                 property_sets += 1
-                action = "\\N"
                 row = f"p\t{lineno}\t{person}\t\\N\t{t}\t\\N\t\\N\t\\N\n"
-            pairs = item.properties
             if pairs:
+                items = pairs.items()
                 properties += len(pairs)
                 if key_names is not None:
-                    key_names.update([key for key, _ in pairs])
-                prefix = f"k\t{lineno}\t{person}\t\\N\t{t}\t"
-                suffix = f"\t{action}\n"
+                    key_names.update(pairs)
+                # A property row names its line, whose row holds the identity, time and action.
+                prefix = f"k\t{lineno}\t\\N\t\\N\t\\N\t"
+                suffix = "\t\\N\n"
                 if plain:
-                    row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in pairs])
+                    row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in items])
                 else:
                     row += "".join(
-                        [f"{prefix}{esc(key)}\t{esc(value)}{suffix}" for key, value in pairs]
+                        [f"{prefix}{esc(key)}\t{esc(value)}{suffix}" for key, value in items]
                     )
         buffer.append(row)
         size += len(row)

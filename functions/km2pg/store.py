@@ -200,25 +200,30 @@ def keep_rejects(con: Connection, fileid: int, limit: int | None = None) -> int:
 
 
 def _partition_name(month: tuple[int, int]) -> str:
-    return f"km2pg.events_{month[0]:04d}_{month[1]:02d}"
+    return f"events_{month[0]:04d}_{month[1]:02d}"
+
+
+# pg_class itself, not to_regclass(): a name looked up earlier in this session can stay cached as
+# missing through a wait for a lock, while another loader creates it. Reading pg_class takes a
+# lock on it, which brings this session's catalog cache up to date first.
+_MISSING_PARTITIONS: Final = """
+SELECT name = ANY (SELECT c.relname FROM pg_catalog.pg_class c
+                    WHERE c.relnamespace = CAST('km2pg' AS regnamespace))
+  FROM unnest(CAST(:names AS text[])) AS name
+"""
 
 
 def missing_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     wanted = sorted(set(months))
     if not wanted:
         return []
-    present = db.rows(
-        con,
-        "SELECT to_regclass(name) IS NOT NULL FROM unnest(CAST(:names AS text[])) AS name",
-        names=[_partition_name(m) for m in wanted],
-    )
+    present = db.rows(con, _MISSING_PARTITIONS, names=[_partition_name(m) for m in wanted])
     return [month for month, (exists,) in zip(wanted, present, strict=True) if not exists]
 
 
 def create_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> int:
     """Create the missing month partitions in a short transaction of their own."""
-    wanted = sorted(set(months))
-    if not wanted:
+    if not set(months):
         return 0
     created = 0
     with db.transaction(con):
@@ -227,7 +232,8 @@ def create_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> int
             ns=db.LOCK_NAMESPACE,
             key=db.LOCK_PARTITIONS,
         )
-        for year, month in wanted:
+        # Asked again under the lock: another loader may have made them while this one waited.
+        for year, month in missing_partitions(con, months):
             made = db.scalar(
                 con,
                 "SELECT km2pg.ensure_month_partitions(make_timestamptz(:y, :m, 1, 0, 0, 0, 'UTC'))",
@@ -257,7 +263,8 @@ def lock_for_load(con: Connection, export_key: str) -> None:
 
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
-# (name = key, with its line's p, t and action), r reject (name = reason, value = raw line).
+# (name = key, value; its line's e or p row holds p, t and the action), r reject (name = reason,
+# value = raw line).
 _NAMES_STAGED: Final = f"""
 CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p AS name FROM {STAGE} WHERE rec IN ('e', 'p', 'a')
@@ -307,7 +314,8 @@ CREATE TEMP TABLE s_ev ON COMMIT DROP AS
 SELECT ((s.t - 946684800) << 32) | u.userid AS eventid,
        u.userid,
        s.t,
-       a.actionid
+       a.actionid,
+       s.lineno
   FROM {STAGE} s
   JOIN s_users u ON u.name = s.p
   LEFT JOIN km2pg.actions a ON a.name = s.name
@@ -340,12 +348,10 @@ _EVENT_ACTIONS_SAFE: Final = f"{_EVENT_ACTIONS} ON CONFLICT DO NOTHING"
 _EVENT_PROPERTIES: Final = f"""
 INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
 SELECT DISTINCT ON (1, 2)
-       ((s.t - 946684800) << 32) | u.userid, k.keyid, s.value, a.actionid,
-       CAST(:revision AS bigint), s.lineno
+       e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
   FROM {STAGE} s
-  JOIN s_users u ON u.name = s.p
+  JOIN s_ev e USING (lineno)
   JOIN km2pg.keys k ON k.name = s.name
-  LEFT JOIN km2pg.actions a ON a.name = s.action
  WHERE s.rec = 'k'
  ORDER BY 1, 2, s.lineno DESC
 """

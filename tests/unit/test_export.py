@@ -958,3 +958,51 @@ def test_parse_line_returns_none_for_a_blank_line() -> None:
 def test_numeric_identities_are_taken_as_their_json_text() -> None:
     assert accepted(js('{"_p":123,"_t":$T}')).person == "123"
     assert accepted(js('{"_p":"a","_p2":456,"_t":$T}')).alias == "456"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path: usual lines only, the same answer as parse_line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"_p":"john","_t":1400000000,"_n":" Signed Up ","Plan":"Pro","seats":3,"trial":true}',
+        '{"_p":"john","_t":1400000000,"plan":"Pro","Plan":"Team","gone":null}',
+        '{"_p":"Paraná","_t":1400000000,"_n":"visited"}',
+    ],
+)
+def test_parse_usual_takes_usual_lines_with_parse_lines_answer(line: str) -> None:
+    parsed = accepted(line)
+    usual = export.parse_usual(line.encode(), LATEST)
+    assert usual == (parsed.person, parsed.t, parsed.name, dict(parsed.properties))
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"_p":"a\\u00e1","_t":1400000000}', "a backslash: may need repair or escaping"),
+        ('{"_p":"a","_t":1400000000,"price":49.90}', "a float keeps its own text"),
+        ('{"_p":"a","_t":1400000000,"n":0}', "zero may have been written -0"),
+        ('{"_p":"a","_t":1400000000,"tags":["x"]}', "nested"),
+        ('{"_p":"a","_t":1400000000,"_p2":"b"}', "an alias"),
+        ('{"_p":"a","_t":1400000000,"_n":null}', "a null _n"),
+        ('{"_p":"a","_t":1400000000,"_n":7}', "a number _n"),
+        ('{"_p":"a","_t":1400000000,"_n":"  "}', "a blank _n"),
+        ('{"_p":"a","_t":"1400000000"}', "a string _t"),
+        ('{"_p":"a","_t":1400000000.5}', "a float _t"),
+        ('{"_p":"a","_t":1900000001}', "in the future"),
+        ('{"_p":" ","_t":1400000000}', "a blank _p"),
+        ('{"_p":12,"_t":1400000000}', "a number _p"),
+        ('["_p","a"]', "not an object"),
+        ("", "blank"),
+        ("{", "not JSON"),
+    ],
+)
+def test_parse_usual_leaves_every_other_line_to_parse_line(line: str, why: str) -> None:
+    assert export.parse_usual(line.encode(), LATEST) is None, why
+
+
+def test_parse_usual_leaves_over_long_lines_to_parse_line() -> None:
+    line = obj_line(big="x" * MAX_LINE_BYTES).encode()
+    assert export.parse_usual(line, LATEST) is None

@@ -18,9 +18,11 @@ from km2pg.export import (
     Reject,
     parse_lines,
     parse_stream,
+    parse_usual,
     repair_octal_escapes,
 )
-from km2pg.staging import StageStats, copy_rows
+from km2pg.staging import StageStats, copy_export
+from tests.helpers import numbered
 
 LATEST = 1_900_000_000
 SETTINGS = settings(
@@ -306,7 +308,7 @@ def test_decode_copy_reads_escapes() -> None:
     values=st.dictionaries(st.one_of(texts, special_texts), special_texts, max_size=5),
     reject_text=special_texts,
 )
-def test_copy_rows_decode_back_to_the_parsed_values(
+def test_copy_export_decode_back_to_the_parsed_values(
     person: str,
     name: str,
     kind: LineKind,
@@ -328,7 +330,7 @@ def test_copy_rows_decode_back_to_the_parsed_values(
     assert isinstance(reject, Reject)
 
     stats = StageStats()
-    text = "".join(copy_rows(parsed, stats))
+    text = "".join(copy_export(numbered(lines), LATEST, stats))
     rows = decode_copy(text)
     assert all(len(row) == 8 for row in rows)
 
@@ -340,9 +342,9 @@ def test_copy_rows_decode_back_to_the_parsed_values(
         assert head == ["e", "1", line.person, None, t, line.name, None, None]
     else:
         assert head == ["p", "1", line.person, None, t, None, None, None]
-    action = line.name if kind is LineKind.EVENT else None
+    # A property row names its line; the line's row holds the identity, time and action.
     assert prop_rows == [
-        ["k", "1", line.person, None, t, key, value, action] for key, value in line.properties
+        ["k", "1", None, None, None, key, value, None] for key, value in line.properties
     ]
     assert reject_row == ["r", "3", None, None, None, reject.reason, reject.raw, None]
 
@@ -356,3 +358,49 @@ def test_copy_rows_decode_back_to_the_parsed_values(
     assert stats.accepted == 1
     assert stats.rejects == 1
     assert stats.lines == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path for usual lines
+
+
+usual_values = st.one_of(st.none(), st.booleans(), st.integers(), texts, special_texts)
+anything = st.one_of(json_values, st.just({}), st.just(""), st.just(" "))
+
+
+@SETTINGS
+@given(
+    person=st.one_of(identities, anything),
+    t=st.one_of(timestamps, st.integers(), anything),
+    name=st.one_of(identities, anything),
+    kind=st.sampled_from(["event", "properties", "alias", "null name"]),
+    properties=st.one_of(
+        st.dictionaries(st.one_of(texts, special_texts), usual_values, max_size=6), property_dicts
+    ),
+    ensure_ascii=st.booleans(),
+)
+def test_parse_usual_gives_parse_lines_answer_for_every_line_it_takes(
+    person: Any,
+    t: Any,
+    name: Any,
+    kind: str,
+    properties: dict[str, Any],
+    ensure_ascii: bool,
+) -> None:
+    obj: dict[str, Any] = {**properties, "_p": person, "_t": t}
+    if kind == "event":
+        obj["_n"] = name
+    elif kind == "alias":
+        obj["_p2"] = person
+    elif kind == "null name":
+        obj["_n"] = None
+    raw = json.dumps(obj, ensure_ascii=ensure_ascii).encode()
+
+    usual = parse_usual(raw, LATEST)
+    if usual is None:
+        return
+    (line,) = parse_lines([raw], LATEST)
+    assert isinstance(line, Line)
+    assert line.plain
+    assert usual == (line.person, line.t, line.name, dict(line.properties))
+    assert line.kind is (LineKind.EVENT if line.name is not None else LineKind.PROPERTIES)
