@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from typing import Final
 
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -39,22 +38,15 @@ class LoadOptions:
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    """What happened to one file. ``status`` is ``loaded``, ``skipped`` or ``failed``."""
+@dataclass(frozen=True, kw_only=True)
+class LoadResult(store.RowCounts):
+    """What happened to one file, with the rows it added. ``status`` is ``loaded``, ``skipped``
+    or ``failed``."""
 
     label: str
     export_key: str
     status: str
     fileid: int | None = None
-    lines: int = 0
-    events: int = 0
-    actions: int = 0
-    properties: int = 0
-    aliases: int = 0
-    rejects: int = 0
-    min_t: datetime | None = None
-    max_t: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
     bytes: int = 0
