@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +37,18 @@ ENI_ACTIONS: Final = [
 ]
 
 
+@dataclass(frozen=True)
+class FunctionCommons:
+    """What every km2pg function is built from: the settings, the code, the dependency layer,
+    the database it loads into and, when in a VPC, its network."""
+
+    settings: Settings
+    code: lambda_.Code
+    layer: lambda_.ILayerVersion
+    database: Database
+    network: FunctionNetwork | None
+
+
 def function_code() -> lambda_.AssetCode:
     """The ``functions/`` folder (the km2pg package), without byte code or build metadata."""
     return lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE)
@@ -53,18 +66,15 @@ class KmFunction(Construct):
         scope: Construct,
         construct_id: str,
         *,
+        commons: FunctionCommons,
         handler: str,
         description: str,
         size: FunctionSize,
-        settings: Settings,
-        code: lambda_.Code,
-        layer: lambda_.ILayerVersion,
-        database: Database,
-        network: FunctionNetwork | None,
         environment: dict[str, str],
         reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        settings, network, database = commons.settings, commons.network, commons.database
         self.log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.THREE_MONTHS)
         cfn_log_group = self.log_group.node.default_child
         assert isinstance(cfn_log_group, logs.CfnLogGroup)
@@ -106,8 +116,8 @@ class KmFunction(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=handler,
-            code=code,
-            layers=[layer],
+            code=commons.code,
+            layers=[commons.layer],
             memory_size=size.memory_mb,
             timeout=Duration.seconds(size.timeout_seconds),
             tracing=lambda_.Tracing.ACTIVE,
@@ -151,28 +161,21 @@ class LoaderFunction(KmFunction):
         scope: Construct,
         construct_id: str,
         *,
-        settings: Settings,
-        code: lambda_.Code,
-        layer: lambda_.ILayerVersion,
-        database: Database,
-        network: FunctionNetwork | None,
+        commons: FunctionCommons,
         queue: LoadQueue,
         exports: ExportBucket,
     ) -> None:
+        settings = commons.settings
         environment = {}
         if settings.max_reject_share is not None:
             environment["KM2PG_MAX_REJECT_SHARE"] = f"{settings.max_reject_share:g}"
         super().__init__(
             scope,
             construct_id,
+            commons=commons,
             handler="km2pg.handlers.loader.handler",
             description="km2pg: load Kissmetrics export files announced on the load queue",
             size=settings.loader,
-            settings=settings,
-            code=code,
-            layer=layer,
-            database=database,
-            network=network,
             environment=environment,
         )
         exports.grant_read_exports(self.role)
@@ -202,26 +205,18 @@ class ScheduledFunction(KmFunction):
         handler: str,
         description: str,
         size: FunctionSize,
-        settings: Settings,
-        code: lambda_.Code,
-        layer: lambda_.ILayerVersion,
-        database: Database,
-        network: FunctionNetwork | None,
+        commons: FunctionCommons,
         environment: dict[str, str],
     ) -> None:
         super().__init__(
             scope,
             construct_id,
+            commons=commons,
             handler=handler,
             description=description,
             size=size,
-            settings=settings,
-            code=code,
-            layer=layer,
-            database=database,
-            network=network,
             environment=environment,
-            reserved_concurrency=settings.scheduled_reserved_concurrency,
+            reserved_concurrency=commons.settings.scheduled_reserved_concurrency,
         )
         self.schedule = schedule
         self.rule = events.Rule(
@@ -245,24 +240,17 @@ class PrunerFunction(ScheduledFunction):
         scope: Construct,
         construct_id: str,
         *,
-        settings: Settings,
-        code: lambda_.Code,
-        layer: lambda_.ILayerVersion,
-        database: Database,
-        network: FunctionNetwork | None,
+        commons: FunctionCommons,
     ) -> None:
+        settings = commons.settings
         super().__init__(
             scope,
             construct_id,
             schedule=settings.prune_schedule,
-            settings=settings,
+            commons=commons,
             handler="km2pg.handlers.pruner.handler",
             description="km2pg: drop events older than the retention period",
             size=settings.pruner,
-            code=code,
-            layer=layer,
-            database=database,
-            network=network,
             environment={"KM2PG_RETENTION_DAYS": str(settings.retention_days)},
         )
 
@@ -275,26 +263,19 @@ class ReconcilerFunction(ScheduledFunction):
         scope: Construct,
         construct_id: str,
         *,
-        settings: Settings,
-        code: lambda_.Code,
-        layer: lambda_.ILayerVersion,
-        database: Database,
-        network: FunctionNetwork | None,
+        commons: FunctionCommons,
         queue: LoadQueue,
         exports: ExportBucket,
     ) -> None:
+        settings = commons.settings
         super().__init__(
             scope,
             construct_id,
             schedule=settings.reconcile_schedule,
-            settings=settings,
+            commons=commons,
             handler="km2pg.handlers.reconciler.handler",
             description="km2pg: queue export files that were never loaded",
             size=settings.reconciler,
-            code=code,
-            layer=layer,
-            database=database,
-            network=network,
             environment={
                 "KM2PG_QUEUE_URL": queue.queue.queue_url,
                 "KM2PG_EXPORT_BUCKET": exports.bucket.bucket_name,

@@ -9,7 +9,13 @@ from constructs import Construct
 
 from infra.database import Database
 from infra.export_bucket import ExportBucket
-from infra.functions import LoaderFunction, PrunerFunction, ReconcilerFunction, function_code
+from infra.functions import (
+    FunctionCommons,
+    LoaderFunction,
+    PrunerFunction,
+    ReconcilerFunction,
+    function_code,
+)
 from infra.layer import DependencyLayer
 from infra.monitoring import Alarms, Dashboard
 from infra.nag import acknowledge
@@ -38,19 +44,19 @@ class Km2pgStack(Stack):
         )
         layer = DependencyLayer(self, "DependencyLayer").layer
         code = function_code()
-        common: dict[str, Any] = {
-            "settings": settings,
-            "code": code,
-            "layer": layer,
-            "database": self.database,
-            "network": self.network,
-        }
-        self.loader = LoaderFunction(
-            self, "Loader", queue=self.load_queue, exports=self.exports, **common
+        commons = FunctionCommons(
+            settings=settings,
+            code=code,
+            layer=layer,
+            database=self.database,
+            network=self.network,
         )
-        self.pruner = PrunerFunction(self, "Pruner", **common)
+        self.loader = LoaderFunction(
+            self, "Loader", commons=commons, queue=self.load_queue, exports=self.exports
+        )
+        self.pruner = PrunerFunction(self, "Pruner", commons=commons)
         self.reconciler = ReconcilerFunction(
-            self, "Reconciler", queue=self.load_queue, exports=self.exports, **common
+            self, "Reconciler", commons=commons, queue=self.load_queue, exports=self.exports
         )
         monitored: dict[str, Any] = {
             "queue": self.load_queue,

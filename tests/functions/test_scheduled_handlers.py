@@ -36,6 +36,20 @@ def schedule_event() -> dict[str, Any]:
     }
 
 
+def reconcile_now(aws: Any, database: Any, **when: Any) -> Any:
+    """Reconcile the test bucket's revisions/ into the test queue (``min_age`` or ``now``)."""
+    with db.connection(database) as con:
+        return reconcile(
+            con,
+            aws.s3,
+            aws.sqs,
+            bucket=BUCKET,
+            prefix="revisions/",
+            queue_url=aws.queue_url,
+            **when,
+        )
+
+
 def queued(aws: Any) -> list[str]:
     keys = []
     while True:
@@ -79,16 +93,7 @@ def test_reconciler_queues_exactly_the_files_not_loaded(aws, database, context, 
 
 def test_reconciled_messages_load_through_the_loader(aws, database, context):
     put(aws, "revisions/7.json", export_body(7, "late"))
-    with db.connection(database) as con:
-        reconcile(
-            con,
-            aws.s3,
-            aws.sqs,
-            bucket=BUCKET,
-            prefix="revisions/",
-            queue_url=aws.queue_url,
-            min_age=timedelta(0),
-        )
+    reconcile_now(aws, database, min_age=timedelta(0))
     message = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"][0]
     response = loader.handler(sqs_event(message["Body"]), context)
     assert response["batchItemFailures"] == []
@@ -98,32 +103,14 @@ def test_reconciled_messages_load_through_the_loader(aws, database, context):
 
 def test_recent_objects_are_left_to_their_notification(aws, database):
     put(aws, "revisions/8.json", export_body(8))
-    with db.connection(database) as con:
-        result = reconcile(
-            con,
-            aws.s3,
-            aws.sqs,
-            bucket=BUCKET,
-            prefix="revisions/",
-            queue_url=aws.queue_url,
-            now=datetime.now(UTC) + timedelta(minutes=1),
-        )
+    result = reconcile_now(aws, database, now=datetime.now(UTC) + timedelta(minutes=1))
     assert result.enqueued == 0
 
 
 def test_files_that_failed_for_their_data_are_not_queued_again(aws, database, context):
     meta = put(aws, "revisions/9.json", b"garbage\n" * 3)
     loader.handler(sqs_event(s3_notification(("revisions/9.json", meta))), context)
-    with db.connection(database) as con:
-        result = reconcile(
-            con,
-            aws.s3,
-            aws.sqs,
-            bucket=BUCKET,
-            prefix="revisions/",
-            queue_url=aws.queue_url,
-            min_age=timedelta(0),
-        )
+    result = reconcile_now(aws, database, min_age=timedelta(0))
     assert (result.listed, result.pending) == (1, 0)
 
 
