@@ -53,7 +53,7 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/bench_load.py
 
-# About 10 minutes on 2 cores; SCALE_ARGS=--quick runs the same steps at tiny sizes in seconds.
+# About 7 minutes on 2 cores; SCALE_ARGS=--quick runs the same steps at tiny sizes in seconds.
 scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS)
 

@@ -545,12 +545,16 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
 
 
 def connections(monitor: Connection) -> int:
-    """Sessions on the database other than the monitor's own."""
+    """Client sessions on the database other than the monitor's own.
+
+    Only client backends: an autovacuum worker also shows in pg_stat_activity with the
+    database's name (the inserts wake it), and it is no connection of the loader's.
+    """
     return int(
         db.scalar(
             monitor,
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
         )
     )
 
@@ -666,7 +670,7 @@ def print_notes(server: local.EmbeddedServer, sizes: Sizes, quick: bool) -> None
         "prune: total = pg_total_relation_size, index = pg_indexes_size, summed over the",
         "       partitions of events, event_actions and event_properties",
         f"connections: {sizes.file_lines}-line files, {sizes.batch} messages an invocation;",
-        "       conns = pg_stat_activity rows of the database (the monitor's own left out),",
+        "       conns = pg_stat_activity client backends on the database (not the monitor),",
         "       RSS = this process, which runs the handler as a Lambda container would",
     )
     print("\n".join(notes))
