@@ -14,17 +14,14 @@ Run: ``.venv/bin/python benchmarks/bench_load.py [--lines N] [--keep]``.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from common import MB, ChildRun, checkpoint, embedded_server, rate, run_load, work_folder
 from km2pg import db, local, synth
 from km2pg.dsn import ConnectionSettings
 from km2pg.load import LoadResult, load_file, prepare_connection
@@ -36,7 +33,6 @@ DATABASE: Final = "bench"
 STEPS_DATABASE: Final = "bench_steps"
 FLOOR_SCHEMA: Final = "bench_floor"
 READ_CHUNK: Final = 1 << 20
-MB: Final = 1024 * 1024
 
 # Every table a load writes facts or dictionaries into, in load order.
 TABLES: Final = (
@@ -48,13 +44,6 @@ TABLES: Final = (
     "event_actions",
     "event_properties",
 )
-
-
-@dataclass(frozen=True)
-class ChildRun:
-    seconds: float
-    exit_code: int
-    peak_rss_mb: float
 
 
 @dataclass(frozen=True)
@@ -75,24 +64,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lines < 1:
         parser.error("--lines must be at least 1")
     return args
-
-
-def run_cli(path: Path, dsn: str) -> ChildRun:
-    """``km2pg load FILE --dsn ... --quiet`` in a child process: wall time and peak RSS."""
-    argv = [sys.executable, "-m", "km2pg.cli", "load", str(path), "--dsn", dsn, "--quiet"]
-    started = time.perf_counter()
-    child = subprocess.Popen(argv)
-    # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux).
-    _pid, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(seconds, child.returncode, usage.ru_maxrss / 1024)
-
-
-def checkpoint(settings: ConnectionSettings) -> None:
-    """Start each measured phase from a clean slate: no dirty buffers left by the last one."""
-    with db.connection(settings) as con:
-        con.run("CHECKPOINT")
 
 
 def file_status(settings: ConnectionSettings) -> list[str]:
@@ -143,10 +114,6 @@ def load_in_process(server: local.EmbeddedServer, path: Path) -> LoadResult:
         return load_file(con, local_file(path))
 
 
-def _rate(lines: int, seconds: float) -> str:
-    return f"{lines / seconds:,.0f}" if seconds > 0 else "-"
-
-
 def report(
     lines: int,
     file_mb: float,
@@ -169,7 +136,7 @@ def report(
     print("per-step timings of an in-process load on a fresh database (seconds)")
     for name, seconds in steps.timings.items():
         print(f"  {name:<17} {seconds:>8.2f}")
-    print(f"  {'total':<17} {steps.seconds:>8.2f}  ({_rate(steps.lines, steps.seconds)} lines/s)")
+    print(f"  {'total':<17} {steps.seconds:>8.2f}  ({rate(steps.lines, steps.seconds)} lines/s)")
     print(
         f"  rows: {steps.events:,} events, {steps.actions:,} actions, "
         f"{steps.properties:,} properties, {steps.aliases:,} aliases, {steps.rejects:,} rejects"
@@ -184,8 +151,8 @@ def report(
     print(header)
     print("-" * len(header))
     print(
-        f"{lines:>10,} {file_mb:>8.1f} {load.seconds:>8.2f} {_rate(lines, load.seconds):>9} "
-        f"{floor_seconds:>8.2f} {_rate(lines, floor_seconds):>13} {ratio:>6.2f} "
+        f"{lines:>10,} {file_mb:>8.1f} {load.seconds:>8.2f} {rate(lines, load.seconds):>9} "
+        f"{floor_seconds:>8.2f} {rate(lines, floor_seconds):>13} {ratio:>6.2f} "
         f"{load.peak_rss_mb:>11.1f} {skip.seconds:>7.2f}"
     )
 
@@ -193,8 +160,7 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     lines: int = args.lines
-    work = Path(tempfile.mkdtemp(prefix="km2pg-bench-"))
-    try:
+    with work_folder("km2pg-bench-", keep=args.keep) as work:
         started = time.perf_counter()
         summary = synth.generate_export(work / "export", lines=lines, files=1, seed=SEED)
         path = summary.files[0]
@@ -203,20 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"generated {lines:,} lines ({file_mb:.1f} MB) in "
             f"{time.perf_counter() - started:.1f} s (not measured): {path}"
         )
-
-        started = time.perf_counter()
-        server = local.start(work / "pgdata", local.LOCAL_SETTINGS, temporary=True)
-        try:
+        with embedded_server(work) as server:
             settings = local.ensure_database(server, DATABASE)
-            print(f"embedded PostgreSQL ready in {time.perf_counter() - started:.1f} s")
-
             checkpoint(settings)
-            load = run_cli(path, server.dsn(DATABASE))
+            load = run_load(path, server.dsn(DATABASE))
             print(
-                f"km2pg load: {load.seconds:.2f} s, {_rate(lines, load.seconds)} lines/s, "
+                f"km2pg load: {load.seconds:.2f} s, {rate(lines, load.seconds)} lines/s, "
                 f"peak RSS {load.peak_rss_mb:.1f} MB, exit {load.exit_code}"
             )
-            skip = run_cli(path, server.dsn(DATABASE))
+            skip = run_load(path, server.dsn(DATABASE))
             print(f"km2pg load again (skipped): {skip.seconds:.2f} s, exit {skip.exit_code}")
             statuses = file_status(settings)
             if load.exit_code or skip.exit_code or statuses != ["loaded", "skipped"]:
@@ -229,13 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"in-process load: {steps.status} {steps.error}", file=sys.stderr)
                 return 1
             report(lines, file_mb, load, skip, floor, steps)
-        finally:
-            server.handle.cleanup()
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -1,0 +1,104 @@
+"""Pieces the benchmarks share: a throwaway embedded PostgreSQL, child runs with their peak RSS,
+fresh databases, and small formatting helpers.
+
+The benchmarks run as scripts (``python benchmarks/bench_*.py``), so this module is imported as
+``common`` from the script's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from km2pg import db, local
+from km2pg.dsn import ConnectionSettings
+
+MB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    seconds: float
+    exit_code: int
+    peak_rss_mb: float
+
+
+def run_child(argv: list[str]) -> ChildRun:
+    """Run ``argv`` to its end: wall time, exit code and the child's own peak RSS."""
+    started = time.perf_counter()
+    child = subprocess.Popen(argv)
+    # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux), not the sum of
+    # all children so far as getrusage(RUSAGE_CHILDREN) would.
+    _pid, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return ChildRun(seconds, child.returncode, usage.ru_maxrss / 1024)
+
+
+def run_load(path: Path, dsn: str) -> ChildRun:
+    """``km2pg load FILE --dsn ... --quiet`` in a child process, as a user runs it."""
+    return run_child(
+        [sys.executable, "-m", "km2pg.cli", "load", str(path), "--dsn", dsn, "--quiet"]
+    )
+
+
+@contextmanager
+def work_folder(prefix: str, *, keep: bool = False) -> Iterator[Path]:
+    """A temporary folder for generated files, deleted afterwards unless ``keep``."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        if keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def embedded_server(folder: Path) -> Iterator[local.EmbeddedServer]:
+    """A throwaway embedded PostgreSQL with the durable settings a user gets (not the tests'
+    fsync=off ones: the figures must be what a user would see)."""
+    started = time.perf_counter()
+    server = local.start(folder / "pgdata", local.LOCAL_SETTINGS, temporary=True)
+    print(f"embedded PostgreSQL ready in {time.perf_counter() - started:.1f} s")
+    try:
+        yield server
+    finally:
+        server.handle.cleanup()
+
+
+def checkpoint(settings: ConnectionSettings) -> None:
+    """Start each measured phase from a clean slate: no dirty buffers left by the last one."""
+    with db.connection(settings) as con:
+        con.run("CHECKPOINT")
+
+
+def clone_database(server: local.EmbeddedServer, template: str, name: str) -> ConnectionSettings:
+    """A new database copied from ``template`` (which nobody may be connected to)."""
+    with db.connection(server.settings("postgres")) as con:
+        con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FILE_COPY copies the files at once instead of WAL-logging every block: much faster for
+        # a big template, and the clone is the same bytes.
+        con.run(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+        con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
+    return server.settings(name)
+
+
+def drop_database(server: local.EmbeddedServer, name: str) -> None:
+    with db.connection(server.settings("postgres")) as con:
+        con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def rate(count: int, seconds: float) -> str:
+    """``count`` per second, with thousands separators; ``-`` when no time was measured."""
+    return f"{count / seconds:,.0f}" if seconds > 0 else "-"
