@@ -11,7 +11,7 @@ waits for every load in flight.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -377,7 +377,7 @@ SELECT u1.userid, u2.userid, to_timestamp(min(s.t))
 """
 
 _PERSON_PAIRS: Final = f"""
-SELECT DISTINCT u1.personid, u2.personid
+SELECT DISTINCT u1.personid AS personid_a, u2.personid AS personid_b
   FROM (SELECT DISTINCT p, p2 FROM {STAGE} WHERE rec = 'a') AS s
   JOIN s_users x1 ON x1.name = s.p
   JOIN s_users x2 ON x2.name = s.p2
@@ -464,6 +464,41 @@ def _insert(
     return int(con.row_count or 0), True
 
 
+# The person merge, in SQL so that memory stays flat however many aliases a file holds: label
+# propagation over the graph of persons this file's aliases join. Every person starts labelled
+# with the smallest of itself and its neighbours; each round takes the smallest label among the
+# neighbours, then jumps to the label's own label (so a long chain needs about log2 of its length
+# rounds, not its length). At the fixed point every person holds its component's smallest
+# personid, which names the merged person.
+_PERSON_EDGES: Final = f"""
+CREATE TEMP TABLE s_person_edges ON COMMIT DROP AS
+WITH pairs AS ({_PERSON_PAIRS})
+SELECT personid_a AS a, personid_b AS b FROM pairs UNION SELECT personid_b, personid_a FROM pairs;
+"""
+_PERSON_LABELS: Final = """
+CREATE TEMP TABLE s_person_labels ON COMMIT DROP AS
+SELECT a AS node, least(a, min(b)) AS label FROM s_person_edges GROUP BY a;
+ANALYZE s_person_edges, s_person_labels;
+"""
+_PROPAGATE: Final = """
+UPDATE s_person_labels l SET label = n.label
+  FROM (SELECT e.a AS node, min(x.label) AS label
+          FROM s_person_edges e JOIN s_person_labels x ON x.node = e.b
+         GROUP BY e.a) AS n
+ WHERE n.node = l.node AND n.label < l.label
+"""
+_JUMP: Final = """
+UPDATE s_person_labels l SET label = j.label
+  FROM s_person_labels j
+ WHERE j.node = l.label AND j.label < l.label
+"""
+_MERGE: Final = """
+UPDATE km2pg.users u SET personid = l.label
+  FROM s_person_labels l
+ WHERE u.personid = l.node AND l.label <> l.node
+"""
+
+
 def merge_persons(con: Connection) -> int:
     """Give every person joined by this file's aliases one personid; returns users updated.
 
@@ -471,49 +506,25 @@ def merge_persons(con: Connection) -> int:
     read after taking it so no concurrent merge is missed.
     """
     con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
-    pairs = [(int(a), int(b)) for a, b in db.rows(con, _PERSON_PAIRS)]
-    mapping = person_merges(pairs)
-    if not mapping:
-        return 0
-    con.run("CREATE TEMP TABLE s_merge (old bigint, new bigint) ON COMMIT DROP")
-    con.run(
-        "COPY s_merge (old, new) FROM STDIN",
-        stream=_chunked(f"{old}\t{new}\n" for old, new in sorted(mapping.items())),
-    )
-    con.run("UPDATE km2pg.users u SET personid = m.new FROM s_merge m WHERE u.personid = m.old")
-    return int(con.row_count or 0)
+    con.run(_PERSON_EDGES)
+    return merge_person_graph(con)
 
 
-def person_merges(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """Union-find over personid pairs: each personid that must change, to its cluster's smallest.
+def merge_person_graph(con: Connection) -> int:
+    """Merge the persons of ``s_person_edges`` (a, b: personids, both ways); users updated.
 
-    Pure: persons are named by their smallest userid, so the merged person is the smallest.
+    Drops the graph's tables when done, so a transaction may merge more than once.
     """
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        root = x
-        while parent.get(root, root) != root:
-            root = parent[root]
-        while parent.get(x, x) != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            low, high = (ra, rb) if ra < rb else (rb, ra)
-            parent[high] = low
-            parent.setdefault(low, low)
-    return {node: root for node in parent if (root := find(node)) != node}
-
-
-def _chunked(lines: Iterable[str], size: int = 10_000) -> Iterator[str]:
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield "".join(batch)
-            batch.clear()
-    if batch:
-        yield "".join(batch)
+    merged = 0
+    if db.scalar(con, "SELECT EXISTS (SELECT FROM s_person_edges)"):
+        con.run(_PERSON_LABELS)
+        while True:
+            con.run(_PROPAGATE)
+            changed = con.row_count
+            con.run(_JUMP)
+            if not (changed or con.row_count):
+                break
+        con.run(_MERGE)
+        merged = int(con.row_count or 0)
+    con.run("DROP TABLE IF EXISTS s_person_edges, s_person_labels")
+    return merged
