@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/ruff check functions tests benchmarks infra layers
 	$(BIN)/ruff format --check functions tests benchmarks infra layers
 	$(BIN)/mypy
-	$(BIN)/mypy infra layers tests/infra
+	$(BIN)/mypy infra layers tests/infra benchmarks
 
 format: install
 	$(BIN)/ruff check --fix functions tests benchmarks infra layers
