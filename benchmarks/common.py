@@ -7,7 +7,6 @@ The benchmarks run as scripts (``python benchmarks/bench_*.py``), so this module
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Final
 from km2pg import db, local
 from km2pg.dsn import ConnectionSettings
 
+RSS_POLL_SECONDS: Final = 0.02
 MB: Final = 1024 * 1024
 
 
@@ -33,15 +33,32 @@ class ChildRun:
 
 
 def run_child(argv: list[str]) -> ChildRun:
-    """Run ``argv`` to its end: wall time, exit code and the child's own peak RSS."""
+    """Run ``argv`` to its end: wall time, exit code and the child's own peak RSS.
+
+    The peak is the child's VmHWM (the high-water mark of its own memory since it started the
+    program), read while it runs. Not wait4's ru_maxrss: that also counts this process's memory,
+    which the child shares between fork and exec, so it would report this process's size for
+    any child smaller than it.
+    """
     started = time.perf_counter()
     child = subprocess.Popen(argv)
-    # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux), not the sum of
-    # all children so far as getrusage(RUSAGE_CHILDREN) would.
-    _pid, status, usage = os.wait4(child.pid, 0)
+    peak_kb = 0
+    while child.poll() is None:
+        peak_kb = max(peak_kb, _high_water_kb(child.pid))
+        time.sleep(RSS_POLL_SECONDS)
     seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(seconds, child.returncode, usage.ru_maxrss / 1024)
+    return ChildRun(seconds, child.returncode, peak_kb / 1024)
+
+
+def _high_water_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # it just ended: the last reading stands
+    return 0
 
 
 def run_load(path: Path, dsn: str) -> ChildRun:
