@@ -176,7 +176,12 @@ def load_with_progress(
 
     progress = Progress(len(files), enabled=False if quiet else None)
     # One process reports lines as they stream; worker processes report per file.
-    options = LoadOptions(max_reject_share=max_reject_share, on_progress=progress.add_lines)
+    # With one file at a time and cores to spare, a large file is parsed by two processes.
+    options = LoadOptions(
+        max_reject_share=max_reject_share,
+        on_progress=progress.add_lines,
+        parse_in_two=jobs == 1 and (os.cpu_count() or 1) >= 2,
+    )
     results: list[LoadResult] = []
     try:
         for result in load_files(settings, files, jobs=jobs, options=options):

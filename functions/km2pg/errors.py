@@ -34,3 +34,7 @@ class LoadFailed(Km2pgError):
 
     Not transient: loading the same bytes again fails the same way.
     """
+
+
+class WorkerFailed(Km2pgError):
+    """A helper process of the loader died or failed: the load was rolled back; retry it."""

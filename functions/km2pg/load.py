@@ -24,10 +24,14 @@ from km2pg import db, store
 from km2pg.db import Connection
 from km2pg.errors import DatabaseUnavailable, Km2pgError, LoadFailed
 from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
+from km2pg.parse_worker import copy_export_parallel
 from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
 from km2pg.staging import GuardedStream, StageStats, copy_export
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
+PARSE_IN_TWO_MIN_BYTES: Final = 16 * 1024 * 1024
+"""Files from this size up are parsed by two processes when allowed (smaller ones are parsed
+faster than a worker starts)."""
 _PARTITION_RACE_RETRIES: Final = 3
 
 
@@ -35,6 +39,9 @@ _PARTITION_RACE_RETRIES: Final = 3
 class LoadOptions:
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
     statement_timeout_ms: int | None = None
+    parse_in_two: bool = False
+    """Parse large files with a second process (a CLI on a machine with cores to spare; not a
+    Lambda function, whose share of a CPU a second process would only split)."""
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
 
 
@@ -100,8 +107,9 @@ def _load(
     timings: dict[str, float] = {"hash": time.monotonic() - started}
     latest = int(time.time()) + FUTURE_SLACK_SECONDS
     with ContentStream(file) as content:
+        parse = copy_export_parallel if _parse_in_two(file, options) else copy_export
         chunks = GuardedStream(
-            copy_export(iter_raw_lines(content.stream), latest, stats, options.on_progress)
+            parse(iter_raw_lines(content.stream), latest, stats, options.on_progress)
         )
         with db.transaction(con):
             store.stage(con, chunks)
@@ -126,6 +134,10 @@ def _load(
         return _apply(con, file, entry, stats, started, timings)
     finally:
         store.clear_stage(con)
+
+
+def _parse_in_two(file: ExportFile, options: LoadOptions) -> bool:
+    return options.parse_in_two and (file.size or 0) >= PARSE_IN_TWO_MIN_BYTES
 
 
 def _apply(

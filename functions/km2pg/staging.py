@@ -48,6 +48,16 @@ class StagedNames:
     actions: set[str] | None = field(default_factory=set)
     keys: set[str] | None = field(default_factory=set)
 
+    def add(self, other: StagedNames) -> None:
+        """Take in another part's names (a part that gave up on a set makes this one give up)."""
+        self.actions = (
+            None
+            if self.actions is None or other.actions is None
+            else (self.actions | other.actions)
+        )
+        self.keys = None if self.keys is None or other.keys is None else self.keys | other.keys
+        self.bound()
+
     def bound(self) -> tuple[set[str] | None, set[str] | None]:
         """Give up on a set that grew past MAX_NAMES; returns both (checked once per chunk)."""
         if self.actions is not None and len(self.actions) > MAX_NAMES:
@@ -80,6 +90,20 @@ class StageStats:
 
     def reject_share(self) -> float:
         return self.rejects / self.parsed if self.parsed else 0.0
+
+    def add(self, part: StageStats) -> None:
+        """Add the counts of another part of the same file (parsed elsewhere) to these."""
+        self.lines = max(self.lines, part.lines)
+        self.accepted += part.accepted
+        self.rejects += part.rejects
+        self.events += part.events
+        self.property_sets += part.property_sets
+        self.aliases += part.aliases
+        self.properties += part.properties
+        times = [t for t in (self.min_t, self.max_t, part.min_t, part.max_t) if t is not None]
+        self.min_t, self.max_t = (min(times), max(times)) if times else (None, None)
+        self.months |= part.months
+        self.names.add(part.names)
 
     def min_time(self) -> datetime | None:
         return None if self.min_t is None else datetime.fromtimestamp(self.min_t, UTC)
@@ -202,11 +226,11 @@ class GuardedStream:
     back and re-raises it.
     """
 
-    def __init__(self, chunks: Iterator[str]) -> None:
+    def __init__(self, chunks: Iterator[str | bytes]) -> None:
         self._chunks = chunks
         self.error: BaseException | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | bytes]:
         try:
             yield from self._chunks
         except Exception as error:  # re-raised by the caller after the COPY ends

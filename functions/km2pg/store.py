@@ -62,7 +62,7 @@ def setup_session(con: Connection) -> None:
     con.run(SESSION_SETUP)
 
 
-def stage(con: Connection, chunks: Iterable[str]) -> None:
+def stage(con: Connection, chunks: Iterable[str | bytes]) -> None:
     """COPY a file's rows into the (emptied) staging table and refresh its statistics."""
     con.run(f"TRUNCATE {STAGE}")
     con.run(f"COPY {STAGE} ({STAGE_COLUMNS}) FROM STDIN", stream=chunks)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from km2pg import db, load, store
+from km2pg import db, load, parse_worker, store
 from km2pg.demo import FOUNDING_QUERY
 from km2pg.errors import SourceError
 from km2pg.load import LoadOptions
@@ -72,6 +72,20 @@ def test_messy_synthetic_export_matches_the_oracle(con, tmp_path):
     assert sum(r.rejects for r in results) > 0
     assert count(con, "select count(*) from km2pg.rejects") == sum(r.rejects for r in results)
     assert export.lines == sum(r.lines for r in results) or export.lines > 0
+    check_invariants(con)
+
+
+def test_a_file_parsed_by_two_processes_matches_the_oracle(con, tmp_path, monkeypatch):
+    monkeypatch.setattr(load, "PARSE_IN_TWO_MIN_BYTES", 0)
+    monkeypatch.setattr(parse_worker, "BATCH_LINES", 2_000)
+    generate_export(tmp_path, lines=20_000, files=1, seed=8, messy=True, days=40)
+    (file,) = discover_local(tmp_path)
+    result = load.load_file(con, file, LoadOptions(parse_in_two=True))
+    assert result.status == "loaded"
+    assert result.rejects > 0
+    assert canonical_dump(con) == oracle_dump(
+        [(file.revision, Path(file.path).read_bytes().splitlines())]
+    )
     check_invariants(con)
 
 

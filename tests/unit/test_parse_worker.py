@@ -1,0 +1,72 @@
+"""Parsing with a second process: the same staging rows and counts as one process, or a clear
+failure when the worker dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from km2pg import parse_worker
+from km2pg.errors import WorkerFailed
+from km2pg.export import iter_raw_lines
+from km2pg.parse_worker import copy_export_parallel
+from km2pg.staging import StageStats, copy_export
+from km2pg.synth import generate_export
+
+LATEST = int(time.time()) + 86_400
+
+
+@pytest.fixture(scope="module")
+def messy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("export")
+    summary = generate_export(folder, lines=12_000, files=1, seed=5, messy=True)
+    with summary.files[0].open("ab") as out:
+        out.write(b"\n\nnot json\n" + b'{"_p":"late","_t":1400000000,"_n":"Last"}')  # no newline
+    return summary.files[0]
+
+
+def rows(chunks: list[str | bytes]) -> Counter[str]:
+    text = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+    return Counter(text.splitlines())
+
+
+def test_two_processes_stage_the_same_rows_and_counts_as_one(messy_file, monkeypatch) -> None:
+    monkeypatch.setattr(parse_worker, "BATCH_LINES", 1_000)  # a dozen batches, both sides busy
+    one, two = StageStats(), StageStats()
+    progress: list[int] = []
+    with messy_file.open("rb") as stream:
+        alone = list(copy_export(iter_raw_lines(stream), LATEST, one))
+    with messy_file.open("rb") as stream:
+        shared = list(copy_export_parallel(iter_raw_lines(stream), LATEST, two, progress.append))
+    assert rows(shared) == rows(alone)
+    assert vars(two) == vars(one)
+    # The file is messy enough to mean something.
+    assert one.rejects > 0
+    assert one.aliases > 0
+    assert sum(progress) == one.lines
+    assert not [p for p in multiprocessing.active_children() if p.name == "km2pg-parse"]
+
+
+def test_a_worker_that_dies_fails_the_stage_with_a_clear_error(messy_file, monkeypatch) -> None:
+    monkeypatch.setattr(parse_worker, "BATCH_LINES", 500)
+    with messy_file.open("rb") as stream:
+        chunks = copy_export_parallel(iter_raw_lines(stream), LATEST, StageStats())
+        next(chunks)  # the worker holds a batch now, or has answered it
+        for child in multiprocessing.active_children():
+            if child.name == "km2pg-parse":
+                child.kill()
+                child.join()
+        with pytest.raises(WorkerFailed, match="the parse worker stopped"):
+            list(chunks)
+
+
+def test_an_abandoned_stage_stops_its_worker(messy_file) -> None:
+    with messy_file.open("rb") as stream:
+        chunks = copy_export_parallel(iter_raw_lines(stream), LATEST, StageStats())
+        next(chunks)
+        chunks.close()  # the COPY failed: the generator is closed
+    assert not [p for p in multiprocessing.active_children() if p.name == "km2pg-parse"]
