@@ -50,6 +50,7 @@ _STATEMENTS = (
     ("SELECT km2pg.ensure_month_partitions", "create partitions"),
     ("SELECT to_regclass", "look up partitions"),
     ("SELECT pg_advisory", "take a lock"),
+    ("LOCK TABLE", "take a lock"),
     ("SELECT fileid FROM km2pg.files", "look up the ledger"),
     ("SELECT EXISTS", "look up the ledger"),
     ("COMMIT", "COMMIT"),
