@@ -8,14 +8,27 @@ exactly when they hold the same facts.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import traceback
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from km2pg import db
+from km2pg import db, load
+from km2pg.dsn import ConnectionSettings
 from km2pg.export import Line, LineKind, parse_lines
+from km2pg.sources import discover_local, local_file
+from km2pg.synth import generate_export
+
+Dump = dict[str, list[tuple[Any, ...]]]
+TIMESTAMPTZ_OID = 1184
 
 
 def write_export(folder: Path, revision: int, lines: Sequence[str | dict[str, Any]]) -> Path:
@@ -39,35 +52,68 @@ def numbered(lines: Iterable[str | bytes]) -> list[tuple[int, bytes]]:
     ]
 
 
-def canonical_dump(con: db.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    q = {
-        "users": """
-            select u.name, min(p.name) over (partition by u.personid)
-              from km2pg.users u join km2pg.users p on p.personid = u.personid
-        """,
-        "aliases": """
-            select u.name, a.name, x.since from km2pg.aliases x
-              join km2pg.users u on u.userid = x.userid join km2pg.users a on a.userid = x.aliasid
-        """,
-        "events": "select u.name, e.t from km2pg.events e join km2pg.users u using (userid)",
-        "event_actions": """
-            select u.name, e.t, a.name from km2pg.events e join km2pg.users u using (userid)
-              join km2pg.event_actions using (eventid) join km2pg.actions a using (actionid)
-        """,
-        "event_properties": """
-            select u.name, e.t, k.name, p.value, a.name, p.revision, p.lineno
-              from km2pg.events e join km2pg.users u using (userid)
-              join km2pg.event_properties p using (eventid)
-              join km2pg.keys k using (keyid)
-              left join km2pg.actions a on a.actionid = p.actionid
-        """,
-        "actions": "select name from km2pg.actions",
-        "keys": "select name from km2pg.keys",
-    }
-    dump = {
-        name: sorted({tuple(row) for row in db.rows(con, sql)}, key=repr) for name, sql in q.items()
-    }
-    return dump
+# Every table by the text of what it names (identities, actions, keys), never by ids.
+CANONICAL_QUERIES = {
+    "users": """
+        select u.name, min(p.name) over (partition by u.personid)
+          from km2pg.users u join km2pg.users p on p.personid = u.personid
+    """,
+    "aliases": """
+        select u.name, a.name, x.since from km2pg.aliases x
+          join km2pg.users u on u.userid = x.userid join km2pg.users a on a.userid = x.aliasid
+    """,
+    "events": "select u.name, e.t from km2pg.events e join km2pg.users u using (userid)",
+    "event_actions": """
+        select u.name, e.t, a.name from km2pg.events e join km2pg.users u using (userid)
+          join km2pg.event_actions using (eventid) join km2pg.actions a using (actionid)
+    """,
+    "event_properties": """
+        select u.name, e.t, k.name, p.value, a.name, p.revision, p.lineno
+          from km2pg.events e join km2pg.users u using (userid)
+          join km2pg.event_properties p using (eventid)
+          join km2pg.keys k using (keyid)
+          left join km2pg.actions a on a.actionid = p.actionid
+    """,
+    "actions": "select name from km2pg.actions",
+    "keys": "select name from km2pg.keys",
+}
+
+
+def canonical_dump(con: db.Connection) -> Dump:
+    # pg8000 parses timestamptz with strptime, most of a big dump's time; fromisoformat reads
+    # the server's output ("2026-01-02 03:04:05+00") to the same datetime, many times faster.
+    parse = con.pg_types[TIMESTAMPTZ_OID]
+    con.register_in_adapter(TIMESTAMPTZ_OID, datetime.fromisoformat)
+    try:
+        return {
+            name: sorted({tuple(row) for row in db.rows(con, sql)}, key=repr)
+            for name, sql in CANONICAL_QUERIES.items()
+        }
+    finally:
+        con.register_in_adapter(TIMESTAMPTZ_OID, parse)
+
+
+def canonical_digest(con: db.Connection) -> dict[str, tuple[int, str]]:
+    """Each table of the canonical dump as (distinct rows, hash), computed by the server: two
+    databases of one server (same settings) digest equal exactly when their dumps are equal.
+    A fraction of a dump's cost, for checks repeated many times."""
+    # Times as text depend on the session's time zone: make it UTC for the digest.
+    zone = db.scalar(con, "select current_setting('TimeZone')")
+    con.run("SET TIME ZONE 'UTC'")
+    try:
+        return {
+            name: (int(count), str(md5))
+            for name, sql in CANONICAL_QUERIES.items()
+            for count, md5 in db.rows(
+                con,
+                f"""
+                select count(*), md5(coalesce(string_agg(r, E'\\n' order by r collate "C"), ''))
+                  from (select distinct q::text as r from ({sql}) as q) as rows
+                """,
+            )
+        }
+    finally:
+        db.scalar(con, "select set_config('TimeZone', :zone, false)", zone=zone)
 
 
 def check_invariants(con: db.Connection) -> None:
@@ -76,7 +122,9 @@ def check_invariants(con: db.Connection) -> None:
         con,
         """
         select count(*) from km2pg.users u
-         where u.personid <> (select min(userid) from km2pg.users v where v.personid = u.personid)
+          join (select personid, min(userid) as smallest from km2pg.users group by personid) p
+         using (personid)
+         where u.personid <> p.smallest
     """,
     )
     assert bad_person == 0, "personid must be the smallest userid of its person"
@@ -177,3 +225,114 @@ def oracle_dump(
 
 def _newer(a: tuple[int, int, str, str | None], b: tuple[int, int, str, str | None]) -> bool:
     return (a[0], a[1], a[2]) > (b[0], b[1], b[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports, loads and dumps shared by the order, concurrency and fault tests
+
+
+def overlapping_export(
+    folder: Path, *, lines: int, files: int, seed: int, copies: int = 2, days: float = 45
+) -> list[Path]:
+    """A messy synthetic export whose identities, aliases and times overlap across files, plus
+    byte copies of its first ``copies`` files under other export keys (a line repeated in
+    another file must count once). In the order ``km2pg load FOLDER`` loads them."""
+    generate_export(folder, lines=lines, files=files, seed=seed, messy=True, days=days)
+    originals = [Path(f.path) for f in discover_local(folder)]
+    target = folder / "copies" / "revisions"
+    target.mkdir(parents=True)
+    for n, path in enumerate(originals[:copies]):
+        (target / f"{90000 + n}.json").write_bytes(path.read_bytes())
+    return [Path(f.path) for f in discover_local(folder)]
+
+
+def load_serially(settings: ConnectionSettings, files: Iterable[Path]) -> None:
+    with db.connection(settings) as con:
+        load.prepare_connection(con)
+        for path in files:
+            assert load.load_file(con, local_file(path)).status in ("loaded", "skipped")
+
+
+def dump_of(settings: ConnectionSettings) -> Dump:
+    """The canonical dump of a database whose invariants hold."""
+    with db.connection(settings) as con:
+        check_invariants(con)
+        return canonical_dump(con)
+
+
+def dsn_of(settings: ConnectionSettings, **params: str) -> str:
+    """A DSN for the CLI, with the password (unlike ``settings.uri()``) and extra parameters."""
+    if settings.unix_socket:
+        query = {"host": settings.host, "port": str(settings.port), **params}
+        return f"postgresql://{settings.user}@/{settings.database}?{urlencode(query)}"
+    password = f":{settings.password}" if settings.password else ""
+    query = {"sslmode": settings.sslmode, **params}
+    return (
+        f"postgresql://{settings.user}{password}@{settings.host}:{settings.port}/"
+        f"{settings.database}?{urlencode(query)}"
+    )
+
+
+def km2pg_command(*args: str) -> list[str]:
+    """The argv that runs the ``km2pg`` command of this checkout."""
+    return [sys.executable, "-m", "km2pg.cli", *args]
+
+
+def km2pg(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``km2pg`` command as a user does; its output is captured."""
+    return subprocess.run(
+        km2pg_command(*args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_loaders(
+    settings: ConnectionSettings, shares: Sequence[Sequence[Path]], reports: Path
+) -> None:
+    """One process per share, each loading its files (shuffled by its index) on one connection;
+    they start loading together. Fails with the workers' tracebacks if any of them failed."""
+    reports.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(len(shares))
+    workers = [
+        context.Process(
+            target=_load_worker,
+            args=(settings, [str(p) for p in share], seed, start, str(reports / f"{seed}.txt")),
+        )
+        for seed, share in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)  # a safety net: a deadlock would fail, not hang, the test
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    failures = [p.read_text() for p in sorted(reports.glob("*.txt"))]
+    assert [w.exitcode for w in workers] == [0] * len(workers), "\n".join(failures)
+
+
+def _load_worker(
+    settings: ConnectionSettings, paths: list[str], seed: int, start: Any, report: str
+) -> None:
+    try:
+        files = list(paths)
+        random.Random(seed).shuffle(files)
+        with db.connection(settings) as con:
+            load.prepare_connection(con)
+            start.wait(timeout=120)
+            for path in files:
+                result = load.load_file(con, local_file(Path(path)))
+                if result.status not in ("loaded", "skipped"):
+                    raise AssertionError(f"{path}: {result.status} {result.error}")
+    except BaseException:
+        # Leave the reason where the test can show it (a child's stderr is easily lost).
+        Path(report).write_text(traceback.format_exc())
+        raise

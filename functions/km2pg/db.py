@@ -32,6 +32,8 @@ LOCK_ALIASES: Final = 3
 # SQLSTATE classes and codes that mean "try again later", not "your data is wrong".
 _TRANSIENT_CLASSES: Final = ("08", "53", "57", "28")
 _TRANSIENT_CODES: Final = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
+# What pg8000 says when the socket fails or was closed.
+_CONNECTION_LOST: Final = frozenset({"network error", "connection is closed"})
 
 
 class AuthenticationFailed(DatabaseUnavailable):
@@ -65,14 +67,56 @@ def is_transient(error: BaseException) -> bool:
     return code is not None and (code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES)
 
 
-def translate(error: BaseException, settings: ConnectionSettings | None = None) -> Km2pgError:
-    """Turn a driver error into a km2pg error with a one-line message."""
+def is_connection_lost(error: BaseException) -> bool:
+    """The connection broke (closed by the server, reset, unreachable), as opposed to a
+    statement failing on a working connection."""
+    return isinstance(error, OSError) or (
+        isinstance(error, InterfaceError) and str(error) in _CONNECTION_LOST
+    )
+
+
+def translate(
+    error: BaseException,
+    settings: ConnectionSettings | None = None,
+    con: Connection | None = None,
+) -> Km2pgError:
+    """Turn a driver error into a km2pg error with a one-line message.
+
+    ``con``, the connection that failed, may know why the server closed it.
+    """
     where = f" ({settings.describe()})" if settings else ""
     if isinstance(error, Km2pgError):
         return error
+    if is_connection_lost(error):
+        # Say so, and why when the server told us.
+        reason = getattr(con, "closed_by_server", None)
+        lost = (
+            f"the server closed the connection: {reason}"
+            if reason
+            else f"connection lost ({server_message(error)})"
+        )
+        return DatabaseUnavailable(f"database unavailable{where}: {lost}")
     if is_transient(error):
         return DatabaseUnavailable(f"database unavailable{where}: {server_message(error)}")
     return QueryError(f"database error: {server_message(error)}")
+
+
+class _Connection(pg8000.native.Connection):  # type: ignore[misc]  # pg8000 is untyped
+    """pg8000's connection, keeping the reason the server gave for closing it.
+
+    A server that ends a session (a restart, ``pg_terminate_backend``, an idle timeout) sends
+    the reason as a FATAL error and closes the socket; pg8000 reads on for the end of the
+    response and raises only "network error", dropping the reason. :func:`translate` uses it.
+    """
+
+    closed_by_server: str | None = None
+
+    def handle_ERROR_RESPONSE(self, data: bytes, context: Any) -> None:
+        super().handle_ERROR_RESPONSE(data, context)
+        fields = context.error.args[0] if context.error is not None else {}
+        # V is the severity untranslated (S may be in the server's language).
+        if isinstance(fields, dict) and fields.get("V", fields.get("S")) == "FATAL":
+            self.closed_by_server = str(fields.get("M") or "no reason given")
 
 
 def connect(settings: ConnectionSettings) -> Connection:
@@ -85,7 +129,7 @@ def connect(settings: ConnectionSettings) -> Connection:
             f"cannot reach the database at {settings.describe()}: {reason}"
         ) from None
     try:
-        con: Connection = pg8000.native.Connection(
+        con: Connection = _Connection(
             user=settings.user,
             password=settings.password,
             database=settings.database,
@@ -94,6 +138,8 @@ def connect(settings: ConnectionSettings) -> Connection:
             sock=sock,
             ssl_context=settings.ssl_context(),
             application_name=settings.application_name,
+            # libpq's ``options`` (``-c name=value`` server settings) go in the startup packet.
+            startup_params={"options": settings.options} if settings.options else None,
             tcp_keepalive=True,
         )
     except (DatabaseError, InterfaceError, OSError) as error:
@@ -140,7 +186,7 @@ def connection(settings: ConnectionSettings) -> Iterator[Connection]:
     try:
         yield con
     except (DatabaseError, InterfaceError, OSError) as error:
-        raise translate(error, settings) from error
+        raise translate(error, settings, con) from error
     finally:
         close_quietly(con)
 

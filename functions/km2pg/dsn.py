@@ -47,6 +47,8 @@ class ConnectionSettings:
     sslrootcert: str | None = None
     connect_timeout: float = 10.0
     application_name: str = "km2pg"
+    options: str | None = None
+    """Server settings for the session, as libpq's ``options`` (``-c statement_timeout=60s``)."""
 
     @property
     def unix_socket(self) -> str | None:
@@ -78,13 +80,16 @@ class ConnectionSettings:
         """A libpq URI for these settings, without the password (psql, logs, messages)."""
         user = quote(self.user, safe="")
         database = quote(self.database, safe="")
+        options = f"&options={quote(self.options, safe='')}" if self.options else ""
         if self.unix_socket is not None:
-            return f"postgresql://{user}@/{database}?host={quote(self.host)}&port={self.port}"
+            return (
+                f"postgresql://{user}@/{database}?host={quote(self.host)}&port={self.port}{options}"
+            )
         host = f"[{self.host}]" if ":" in self.host else self.host
         query = f"sslmode={self.sslmode}"
         if self.sslrootcert:
             query += f"&sslrootcert={quote(self.sslrootcert)}"
-        return f"postgresql://{user}@{host}:{self.port}/{database}?{query}"
+        return f"postgresql://{user}@{host}:{self.port}/{database}?{query}{options}"
 
     def with_database(self, database: str) -> ConnectionSettings:
         return replace(self, database=database)
@@ -143,6 +148,7 @@ def settings_from_values(values: dict[str, str]) -> ConnectionSettings:
         sslrootcert=sslrootcert,
         connect_timeout=timeout if timeout > 0 else 10.0,
         application_name=values.get("application_name") or "km2pg",
+        options=values.get("options") or None,
     )
 
 

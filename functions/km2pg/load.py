@@ -84,7 +84,7 @@ def load_file(con: Connection, file: ExportFile, options: LoadOptions | None = N
         return _load(con, file, entry, options, started)
     except (DatabaseError, InterfaceError, OSError) as error:
         db.rollback_quietly(con)
-        raise db.translate(error) from error
+        raise db.translate(error, con=con) from error
 
 
 def _load(

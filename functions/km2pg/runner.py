@@ -13,7 +13,7 @@ from typing import Any
 
 from km2pg import db
 from km2pg.dsn import ConnectionSettings
-from km2pg.errors import SourceError
+from km2pg.errors import DatabaseUnavailable, SourceError
 from km2pg.load import LoadOptions, LoadResult, load_file, prepare_connection, record_failure
 from km2pg.sources import ExportFile
 
@@ -45,6 +45,9 @@ def _serial(
 def _load_one(con: db.Connection, file: ExportFile, options: LoadOptions) -> LoadResult:
     try:
         return load_file(con, file, options)
+    except DatabaseUnavailable as error:
+        # It stops the run: say which file it cut short (nothing of it is left behind).
+        raise type(error)(f"{error} (while loading {file.label})") from error
     except SourceError as error:
         record_failure(con, file, error)
         return LoadResult(

@@ -1,11 +1,11 @@
 """All SQL that loads files, keeps the ledger and merges identities: set-based, in a fixed order.
 
 Concurrency without deadlocks: every load transaction takes its locks in one global order
-(the partition lock, the file's lock, then new rows of users, actions, keys, events,
-event_actions, event_properties, aliases and the ledger, each table's rows in key order, and
-last the alias lock). Two loaders can wait for each other but never in a cycle. New partitions
-are created in their own short transaction before the load, since DDL on a partitioned table
-waits for every load in flight.
+(the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
+users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
+table's rows in key order, and last the alias lock). Two loaders can wait for each other but
+never in a cycle. New partitions are created in their own short transaction before the load,
+since DDL on a partitioned table waits for every load in flight.
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ def create_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> int
             ns=db.LOCK_NAMESPACE,
             key=db.LOCK_PARTITIONS,
         )
+        _see_partition_changes(con)
         # Asked again under the lock: another loader may have made them while this one waited.
         for year, month in missing_partitions(con, months):
             made = db.scalar(
@@ -248,6 +249,18 @@ def create_partitions(con: Connection, months: Iterable[tuple[int, int]]) -> int
 # The load transaction's steps, in lock order
 
 
+def _see_partition_changes(con: Connection) -> None:
+    """Once the partition lock is held: make this session see the partitions others created or
+    dropped while it waited for the lock.
+
+    A session reads other sessions' catalog changes when it starts a transaction or takes a
+    table lock, not when it takes an advisory lock; until then its cache answers ``to_regclass``
+    with what was there before. Without this, a loader recreated partitions another had just
+    made ("already exists"), or took pruned ones for present ("no partition ... found for row").
+    """
+    con.run("LOCK TABLE ONLY km2pg.events IN ACCESS SHARE MODE")
+
+
 def lock_for_load(con: Connection, export_key: str) -> None:
     """Hold off pruning (shared partition lock), then serialize loads of the same export key."""
     con.run(
@@ -255,6 +268,7 @@ def lock_for_load(con: Connection, export_key: str) -> None:
         ns=db.LOCK_NAMESPACE,
         key=db.LOCK_PARTITIONS,
     )
+    _see_partition_changes(con)
     con.run(
         "SELECT pg_advisory_xact_lock(:ns, hashtext(:export_key))",
         ns=LOCK_FILES_NAMESPACE,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,32 +11,8 @@ import pytest
 
 from km2pg import db
 from km2pg.cli import main
-from km2pg.dsn import ConnectionSettings
 from km2pg.synth import generate_export
-from tests.helpers import write_export
-
-
-def dsn_of(settings: ConnectionSettings) -> str:
-    if settings.unix_socket:
-        return f"postgresql://{settings.user}@/{settings.database}?host={settings.host}&port={settings.port}"
-    password = f":{settings.password}" if settings.password else ""
-    return (
-        f"postgresql://{settings.user}{password}@{settings.host}:{settings.port}/"
-        f"{settings.database}?sslmode={settings.sslmode}"
-    )
-
-
-def km2pg(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "km2pg.cli", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import dsn_of, km2pg, write_export
 
 
 def test_load_a_folder_then_status_reports_it(database, tmp_path, capsys):

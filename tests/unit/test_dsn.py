@@ -72,6 +72,14 @@ def test_uri_query_parameters() -> None:
     assert s.sslmode == "verify-ca"
     assert s.connect_timeout == 3.0
     assert s.application_name == "app"
+    assert s.options == "-c search_path=x"
+
+
+def test_options_reach_the_uri_and_back() -> None:
+    s = parse_dsn("host=/tmp/x dbname=d options='-c statement_timeout=5s -c lock_timeout=1s'")
+    assert s.options == "-c statement_timeout=5s -c lock_timeout=1s"
+    assert parse_dsn(s.uri()) == s
+    assert parse_dsn("host=h options=''").options is None
 
 
 def test_uri_unix_socket_host_in_the_query() -> None:
