@@ -176,7 +176,7 @@ def load_with_progress(
 
     progress = Progress(len(files), enabled=False if quiet else None)
     # One process reports lines as they stream; worker processes report per file.
-    # With one file at a time and cores to spare, a large file is parsed by two processes.
+    # With one file at a time and cores to spare, a large file is parsed by worker processes.
     options = LoadOptions(
         max_reject_share=max_reject_share,
         on_progress=progress.add_lines,

@@ -30,8 +30,8 @@ from km2pg.staging import GuardedStream, StageStats, copy_export
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
 PARSE_IN_TWO_MIN_BYTES: Final = 16 * 1024 * 1024
-"""Files from this size up are parsed by two processes when allowed (smaller ones are parsed
-faster than a worker starts)."""
+"""Files from this size up are parsed by worker processes when allowed (smaller ones are parsed
+faster than workers start)."""
 _PARTITION_RACE_RETRIES: Final = 3
 
 
@@ -40,8 +40,8 @@ class LoadOptions:
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
     statement_timeout_ms: int | None = None
     parse_in_two: bool = False
-    """Parse large files with a second process (a CLI on a machine with cores to spare; not a
-    Lambda function, whose share of a CPU a second process would only split)."""
+    """Parse large files in worker processes (a CLI on a machine with cores to spare; not a
+    Lambda function, whose share of a CPU more processes would only split)."""
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
 
 

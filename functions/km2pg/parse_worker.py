@@ -1,10 +1,10 @@
-"""Parse a large file with two cores: this process and one worker process share its lines.
+"""Parse a large file in worker processes while this one reads it and feeds the COPY.
 
 Parsing is CPU-bound Python (one core per process, whatever the threads), and while a file is
-parsed and COPYed the database is mostly idle. So the lines are cut into batches: whenever the
-worker is free it gets the next batch, else this process parses it; each batch's COPY text goes
-to the database as soon as it is ready. Staging rows carry their line numbers, so the order they
-arrive in does not matter. Memory stays bounded: one batch in the worker, one here, one result.
+parsed and COPYed the database is mostly idle. So this process only reads lines and cuts them
+into batches; each batch goes to whichever worker is free, and each worker's COPY text goes to
+the database as soon as it is ready. Staging rows carry their line numbers, so the order batches
+arrive in does not matter. Memory stays bounded: one batch per worker, plus one in hand.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from typing import Final
 
 from km2pg.errors import WorkerFailed
@@ -21,7 +23,56 @@ from km2pg.staging import StageStats, copy_export
 BATCH_LINES: Final = 20_000
 """Lines per batch: a few MB of text, enough to make a message's cost vanish."""
 
+WORKERS: Final = 2
 WORKER_TIMEOUT_SECONDS: Final = 600
+
+
+class _Worker:
+    """One parse process and this side of its pipe; ``lines`` is the batch it holds (0: free)."""
+
+    def __init__(self, latest: int) -> None:
+        context = multiprocessing.get_context("spawn")  # not fork: this process holds a socket
+        self.pipe, theirs = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=_work, args=(theirs, latest), name="km2pg-parse", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self.lines = 0
+
+    def send(self, message: bytes) -> None:
+        try:
+            self.pipe.send_bytes(message)
+        except OSError as error:
+            raise self._stopped() from error
+
+    def receive(self, stats: StageStats) -> bytes:
+        """The COPY text of the batch this worker holds; its counts are added to ``stats``."""
+        try:
+            text = self.pipe.recv_bytes()
+            part: StageStats | str = self.pipe.recv()
+        except (EOFError, OSError) as error:
+            raise self._stopped() from error
+        if isinstance(part, str):
+            raise WorkerFailed(f"the parse worker failed: {part}")
+        stats.add(part)
+        self.lines = 0
+        return text
+
+    def stop(self) -> None:
+        try:
+            self.pipe.send_bytes(b"")  # done: the worker ends
+            self.process.join(WORKER_TIMEOUT_SECONDS)
+        except OSError:
+            pass
+        finally:
+            self.pipe.close()
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+
+    def _stopped(self) -> WorkerFailed:
+        return WorkerFailed(f"the parse worker stopped (exit code {self.process.exitcode})")
 
 
 def copy_export_parallel(
@@ -29,44 +80,38 @@ def copy_export_parallel(
     latest: int,
     stats: StageStats,
     on_progress: Callable[[int], None] | None = None,
-) -> Iterator[str | bytes]:
-    """:func:`copy_export` with a worker process: the same rows and ``stats``, in batch order
-    of whoever finished first."""
-    context = multiprocessing.get_context("spawn")  # not fork: this process holds a live socket
-    ours, theirs = context.Pipe()
-    worker = context.Process(target=_work, args=(theirs, latest), name="km2pg-parse", daemon=True)
-    worker.start()
-    theirs.close()
-    in_worker = 0  # lines of the batch the worker holds, 0 when it is free
+    workers: int = WORKERS,
+) -> Iterator[bytes]:
+    """:func:`copy_export` by ``workers`` processes: the same rows and ``stats``, in batches."""
+    pool = [_Worker(latest) for _ in range(workers)]
     try:
         for first, lines in _batches(raw_lines):
-            if in_worker and ours.poll():
-                yield _collect(ours, worker, stats)
-                _report(on_progress, in_worker)
-                in_worker = 0
-            if not in_worker:
-                _send(ours, worker, _pack(first, lines))
-                in_worker = len(lines)
-                continue
-            part = StageStats()
-            yield from copy_export(enumerate(lines, first), latest, part)
-            stats.add(part)
-            _report(on_progress, len(lines))
-        if in_worker:
-            yield _collect(ours, worker, stats)
-            _report(on_progress, in_worker)
-        _send(ours, worker, b"")  # done: the worker ends
-        worker.join(WORKER_TIMEOUT_SECONDS)
+            if all(w.lines for w in pool):
+                yield from _finished(pool, stats, on_progress)
+            free = next(w for w in pool if not w.lines)
+            free.send(_pack(first, lines))
+            free.lines = len(lines)
+        while any(w.lines for w in pool):
+            yield from _finished(pool, stats, on_progress)
     finally:
-        ours.close()
-        if worker.is_alive():
-            worker.kill()
-            worker.join()
+        for worker in pool:
+            worker.stop()
 
 
-def _report(on_progress: Callable[[int], None] | None, lines: int) -> None:
-    if on_progress is not None:
-        on_progress(lines)
+def _finished(
+    pool: list[_Worker], stats: StageStats, on_progress: Callable[[int], None] | None
+) -> Iterator[bytes]:
+    """Wait for the busy workers that finish first and yield their text: they are free again."""
+    busy = {w.pipe: w for w in pool if w.lines}
+    ready = wait(list(busy), WORKER_TIMEOUT_SECONDS)
+    if not ready:
+        raise WorkerFailed("the parse workers gave no answer")
+    for pipe in ready:
+        worker = busy[pipe]  # type: ignore[index]
+        lines = worker.lines
+        yield worker.receive(stats)
+        if on_progress is not None:
+            on_progress(lines)
 
 
 def _batches(raw_lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, list[bytes]]]:
@@ -74,13 +119,6 @@ def _batches(raw_lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, list
     numbered = iter(raw_lines)
     while batch := list(islice(numbered, BATCH_LINES)):
         yield batch[0][0], [raw for _, raw in batch]
-
-
-def _send(ours: Pipe, worker: multiprocessing.process.BaseProcess, message: bytes) -> None:
-    try:
-        ours.send_bytes(message)
-    except OSError as error:
-        raise WorkerFailed(f"the parse worker stopped (exit code {worker.exitcode})") from error
 
 
 def _pack(first: int, lines: list[bytes]) -> bytes:
@@ -91,21 +129,6 @@ def _pack(first: int, lines: list[bytes]) -> bytes:
 def _unpack(message: bytes) -> tuple[int, list[bytes]]:
     head, _, body = message.partition(b"\n")
     return int(head), body.split(b"\n")
-
-
-def _collect(ours: Pipe, worker: multiprocessing.process.BaseProcess, stats: StageStats) -> bytes:
-    """The worker's result for the batch it holds, its counts added to ``stats``."""
-    try:
-        if not ours.poll(WORKER_TIMEOUT_SECONDS):
-            raise WorkerFailed("the parse worker gave no answer")
-        text = ours.recv_bytes()
-        part: StageStats | str = ours.recv()
-    except (EOFError, OSError) as error:
-        raise WorkerFailed(f"the parse worker stopped (exit code {worker.exitcode})") from error
-    if isinstance(part, str):
-        raise WorkerFailed(f"the parse worker failed: {part}")
-    stats.add(part)
-    return text
 
 
 def _work(pipe: Pipe, latest: int) -> None:

@@ -75,7 +75,7 @@ def test_messy_synthetic_export_matches_the_oracle(con, tmp_path):
     check_invariants(con)
 
 
-def test_a_file_parsed_by_two_processes_matches_the_oracle(con, tmp_path, monkeypatch):
+def test_a_file_parsed_by_worker_processes_matches_the_oracle(con, tmp_path, monkeypatch):
     monkeypatch.setattr(load, "PARSE_IN_TWO_MIN_BYTES", 0)
     monkeypatch.setattr(parse_worker, "BATCH_LINES", 2_000)
     generate_export(tmp_path, lines=20_000, files=1, seed=8, messy=True, days=40)

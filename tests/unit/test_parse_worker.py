@@ -1,5 +1,5 @@
-"""Parsing with a second process: the same staging rows and counts as one process, or a clear
-failure when the worker dies."""
+"""Parsing in worker processes: the same staging rows and counts as one process, or a clear
+failure when a worker dies."""
 
 from __future__ import annotations
 
@@ -34,8 +34,10 @@ def rows(chunks: list[str | bytes]) -> Counter[str]:
     return Counter(text.splitlines())
 
 
-def test_two_processes_stage_the_same_rows_and_counts_as_one(messy_file, monkeypatch) -> None:
-    monkeypatch.setattr(parse_worker, "BATCH_LINES", 1_000)  # a dozen batches, both sides busy
+def test_worker_processes_stage_the_same_rows_and_counts_as_one_process(
+    messy_file, monkeypatch
+) -> None:
+    monkeypatch.setattr(parse_worker, "BATCH_LINES", 1_000)  # a dozen batches for two workers
     one, two = StageStats(), StageStats()
     progress: list[int] = []
     with messy_file.open("rb") as stream:
@@ -51,11 +53,11 @@ def test_two_processes_stage_the_same_rows_and_counts_as_one(messy_file, monkeyp
     assert not [p for p in multiprocessing.active_children() if p.name == "km2pg-parse"]
 
 
-def test_a_worker_that_dies_fails_the_stage_with_a_clear_error(messy_file, monkeypatch) -> None:
+def test_workers_that_die_fail_the_stage_with_a_clear_error(messy_file, monkeypatch) -> None:
     monkeypatch.setattr(parse_worker, "BATCH_LINES", 500)
     with messy_file.open("rb") as stream:
         chunks = copy_export_parallel(iter_raw_lines(stream), LATEST, StageStats())
-        next(chunks)  # the worker holds a batch now, or has answered it
+        next(chunks)  # a worker has answered; both hold batches or are free
         for child in multiprocessing.active_children():
             if child.name == "km2pg-parse":
                 child.kill()
@@ -64,7 +66,7 @@ def test_a_worker_that_dies_fails_the_stage_with_a_clear_error(messy_file, monke
             list(chunks)
 
 
-def test_an_abandoned_stage_stops_its_worker(messy_file) -> None:
+def test_an_abandoned_stage_stops_its_workers(messy_file) -> None:
     with messy_file.open("rb") as stream:
         chunks = copy_export_parallel(iter_raw_lines(stream), LATEST, StageStats())
         next(chunks)
