@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import psutil  # type: ignore[import-untyped]
+
 from km2pg import db, local
 from km2pg.dsn import ConnectionSettings
 
@@ -30,24 +32,26 @@ class ChildRun:
     seconds: float
     exit_code: int
     peak_rss_mb: float
+    """The sum of the peaks of the child and of every process it started (parse workers)."""
 
 
 def run_child(argv: list[str]) -> ChildRun:
-    """Run ``argv`` to its end: wall time, exit code and the child's own peak RSS.
+    """Run ``argv`` to its end: wall time, exit code and its peak RSS, workers included.
 
-    The peak is the child's VmHWM (the high-water mark of its own memory since it started the
+    A peak is a process's VmHWM (the high-water mark of its own memory since it started its
     program), read while it runs. Not wait4's ru_maxrss: that also counts this process's memory,
     which the child shares between fork and exec, so it would report this process's size for
     any child smaller than it.
     """
     started = time.perf_counter()
     child = subprocess.Popen(argv)
-    peak_kb = 0
+    peaks: dict[int, int] = {}
     while child.poll() is None:
-        peak_kb = max(peak_kb, _high_water_kb(child.pid))
+        for pid in _process_tree(child.pid):
+            peaks[pid] = max(peaks.get(pid, 0), _high_water_kb(pid))
         time.sleep(RSS_POLL_SECONDS)
     seconds = time.perf_counter() - started
-    return ChildRun(seconds, child.returncode, peak_kb / 1024)
+    return ChildRun(seconds, child.returncode, sum(peaks.values()) / 1024)
 
 
 def _high_water_kb(pid: int) -> int:
@@ -57,8 +61,15 @@ def _high_water_kb(pid: int) -> int:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
-        pass  # it just ended: the last reading stands
+        pass  # it just ended: its last reading stands
     return 0
+
+
+def _process_tree(pid: int) -> list[int]:
+    try:
+        return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
 
 
 def run_load(path: Path, dsn: str) -> ChildRun:
