@@ -25,6 +25,7 @@ BATCH_LINES: Final = 20_000
 
 WORKERS: Final = 2
 WORKER_TIMEOUT_SECONDS: Final = 600
+STOP_TIMEOUT_SECONDS: Final = 5
 
 
 class _Worker:
@@ -60,16 +61,20 @@ class _Worker:
         return text
 
     def stop(self) -> None:
+        """End the worker: a free one is told to, a busy one is killed (its answer is no longer
+        wanted, and it could wait forever to send it)."""
         try:
-            self.pipe.send_bytes(b"")  # done: the worker ends
-            self.process.join(WORKER_TIMEOUT_SECONDS)
-        except OSError:
-            pass
-        finally:
-            self.pipe.close()
-            if self.process.is_alive():
+            if self.lines:
                 self.process.kill()
-                self.process.join()
+            else:
+                self.pipe.send_bytes(b"")
+        except OSError:
+            pass  # it is gone already
+        self.process.join(STOP_TIMEOUT_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.pipe.close()
 
     def _stopped(self) -> WorkerFailed:
         return WorkerFailed(f"the parse worker stopped (exit code {self.process.exitcode})")

@@ -66,9 +66,14 @@ def test_workers_that_die_fail_the_stage_with_a_clear_error(messy_file, monkeypa
             list(chunks)
 
 
-def test_an_abandoned_stage_stops_its_workers(messy_file) -> None:
+def test_an_abandoned_stage_stops_its_workers_at_once(messy_file) -> None:
+    # Full-size batches: a busy worker's answer is more than a pipe holds, so it would wait to
+    # send it for as long as nobody reads.
     with messy_file.open("rb") as stream:
-        chunks = copy_export_parallel(iter_raw_lines(stream), LATEST, StageStats())
-        next(chunks)
-        chunks.close()  # the COPY failed: the generator is closed
+        lines = list(iter_raw_lines(stream)) * 4  # a few batches of the real size
+    chunks = copy_export_parallel(iter(lines), LATEST, StageStats())
+    next(chunks)  # a worker has answered; the other holds a batch
+    started = time.monotonic()
+    chunks.close()  # as when the COPY fails
+    assert time.monotonic() - started < 3
     assert not [p for p in multiprocessing.active_children() if p.name == "km2pg-parse"]
