@@ -666,7 +666,8 @@ def print_notes(server: local.EmbeddedServer, sizes: Sizes, quick: bool) -> None
         f"embedded PostgreSQL {version} (durable settings)"
     )
     notes = (
-        f"load: RSS = peak RSS of the km2pg load process (target < {RSS_TARGET_MB} MB at any size)",
+        f"load: RSS = peak RSS of km2pg load and its parse workers (target < {RSS_TARGET_MB} MB at",
+        "      any size); files from 16 MB up are parsed by two workers, smaller ones in-process",
         "prune: total = pg_total_relation_size, index = pg_indexes_size, summed over the",
         "       partitions of events, event_actions and event_properties",
         f"connections: {sizes.file_lines}-line files, {sizes.batch} messages an invocation;",
