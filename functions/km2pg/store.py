@@ -36,6 +36,17 @@ SET work_mem = '256MB';
 -- a 3,000-row sample is a tenth of the default's cost.
 SET default_statistics_target = 10;
 SET TIME ZONE 'UTC';
+-- A loader that dies mid-load (killed, a Lambda timeout) leaves its backend to hold the load's
+-- locks until its statement ends, and a lock wait may never end: have the backend check that
+-- its client is still there (PostgreSQL 14 and later, where the platform supports it).
+DO $$
+BEGIN
+    IF current_setting('server_version_num')::int >= 140000 THEN
+        PERFORM set_config('client_connection_check_interval', '2s', false);
+    END IF;
+EXCEPTION WHEN invalid_parameter_value THEN
+    NULL;  -- a platform without the check: loads work as before
+END $$;
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage (
     rec    "char" NOT NULL,
     lineno integer NOT NULL,

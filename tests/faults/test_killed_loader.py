@@ -220,10 +220,10 @@ def test_a_loader_killed_at_twenty_random_moments_leaves_only_whole_files_and_re
 def test_a_killed_loaders_backend_still_holding_its_locks_delays_the_next_load_which_completes(
     database, reference: Reference
 ):
-    """A loader killed while its backend waits for a lock: the backend does not notice, and
-    stays, in the middle of the load transaction, holding the file's lock. The next load of
-    the same folder waits for that lock (it does not fail), and once the leftover backend's
-    wait ends (it then finds its client gone, and rolls back), completes as a clean load."""
+    """A loader killed while its backend waits for a lock: the backend stays, in the middle of
+    the load transaction, holding the file's lock, until it notices its client is gone (see
+    the next test). The next load of the same folder waits for that lock (it does not fail),
+    and once the leftover backend has rolled back, completes as a clean load."""
     # The held alias lock stands for a long merge of another loader.
     with alias_lock_held(database) as holder:
         killed = subprocess.Popen(
@@ -265,6 +265,40 @@ def test_a_killed_loaders_backend_still_holding_its_locks_delays_the_next_load_w
     assert following.returncode == 0, err
     assert dump_of(database) == reference.dump
     assert state_of(database).ledger == reference.ledger
+
+
+def test_a_killed_loaders_backend_gives_up_its_locks_within_seconds_whatever_it_waits_for(
+    database, reference: Reference
+):
+    """A loader killed while its backend waits for a lock that is never granted: the backend
+    notices its client is gone (client_connection_check_interval) and rolls back, releasing the
+    load's locks, instead of holding them for as long as the wait lasts."""
+    with alias_lock_held(database) as holder:
+        killed = subprocess.Popen(
+            km2pg_command(
+                "load",
+                str(reference.folder),
+                "--dsn",
+                dsn_of(database, application_name="km2pg-killed"),
+                "-q",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        leftover = wait_until_waiting_for_alias_lock(database, "km2pg-killed", killed)
+        killed.kill()
+        killed.wait()
+        deadline = time.monotonic() + 20
+        gone = "select not exists (select from pg_stat_activity where pid = :pid)"
+        while not db.scalar(holder, gone, pid=leftover):
+            assert time.monotonic() < deadline, "the killed loader's backend still holds its locks"
+            time.sleep(0.05)  # polling the server for the state we wait for
+        # Still holding the alias lock: the backend went because its client did, not the lock.
+        assert db.scalar(
+            holder,
+            "select count(*) from pg_locks where locktype = 'advisory' and granted"
+            " and pid = pg_backend_pid()",
+        )
 
 
 def _wait_until_blocked_by(
