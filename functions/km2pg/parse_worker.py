@@ -2,9 +2,10 @@
 
 Parsing is CPU-bound Python (one core per process, whatever the threads), and while a file is
 parsed and COPYed the database is mostly idle. So this process only reads lines and cuts them
-into batches; each batch goes to whichever worker is free, and each worker's COPY text goes to
-the database as soon as it is ready. Staging rows carry their line numbers, so the order batches
-arrive in does not matter. Memory stays bounded: one batch per worker, plus one in hand.
+into batches (parsing them itself only until a worker has started); each batch goes to whichever
+worker is free, and each worker's COPY text goes to the database as soon as it is ready. Staging
+rows carry their line numbers, so the order batches arrive in does not matter. Memory stays
+bounded: one batch per worker, plus one in hand.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ WORKER_TIMEOUT_SECONDS: Final = 600
 STOP_TIMEOUT_SECONDS: Final = 5
 
 
+_STARTING: Final = -1
+_GONE: Final = -2
+_READY: Final = b"ready"
+
+
 class _Worker:
-    """One parse process and this side of its pipe; ``lines`` is the batch it holds (0: free)."""
+    """One parse process and this side of its pipe. ``lines`` is the size of the batch it holds:
+    0 when free, _STARTING until it says it is ready, _GONE if it never was."""
 
     def __init__(self, latest: int) -> None:
         context = multiprocessing.get_context("spawn")  # not fork: this process holds a socket
@@ -39,13 +46,28 @@ class _Worker:
         )
         self.process.start()
         theirs.close()
-        self.lines = 0
+        self.lines = _STARTING
 
-    def send(self, message: bytes) -> None:
+    @property
+    def busy(self) -> bool:
+        return self.lines > 0
+
+    def check_started(self) -> None:
+        """Without waiting: a worker that has started is free; one that died starting is gone
+        (the file is then parsed without it: it was only ever a way to go faster)."""
+        if self.lines != _STARTING or not self.pipe.poll():
+            return
         try:
-            self.pipe.send_bytes(message)
+            self.lines = 0 if self.pipe.recv_bytes() == _READY else _GONE
+        except (EOFError, OSError):
+            self.lines = _GONE
+
+    def send(self, first: int, lines: list[bytes]) -> None:
+        try:
+            self.pipe.send_bytes(_pack(first, lines))
         except OSError as error:
             raise self._stopped() from error
+        self.lines = len(lines)
 
     def receive(self, stats: StageStats) -> bytes:
         """The COPY text of the batch this worker holds; its counts are added to ``stats``."""
@@ -61,13 +83,13 @@ class _Worker:
         return text
 
     def stop(self) -> None:
-        """End the worker: a free one is told to, a busy one is killed (its answer is no longer
-        wanted, and it could wait forever to send it)."""
+        """End the worker: a free one is told to, any other is killed (a busy one's answer is no
+        longer wanted, and it could wait forever to send it)."""
         try:
-            if self.lines:
-                self.process.kill()
-            else:
+            if self.lines == 0:
                 self.pipe.send_bytes(b"")
+            else:
+                self.process.kill()
         except OSError:
             pass  # it is gone already
         self.process.join(STOP_TIMEOUT_SECONDS)
@@ -86,17 +108,29 @@ def copy_export_parallel(
     stats: StageStats,
     on_progress: Callable[[int], None] | None = None,
     workers: int = WORKERS,
-) -> Iterator[bytes]:
-    """:func:`copy_export` by ``workers`` processes: the same rows and ``stats``, in batches."""
+) -> Iterator[str | bytes]:
+    """:func:`copy_export` by ``workers`` processes: the same rows and ``stats``, in batches.
+
+    Until a worker has started (a fraction of a second), or if none can, this process parses.
+    """
     pool = [_Worker(latest) for _ in range(workers)]
     try:
         for first, lines in _batches(raw_lines):
-            if all(w.lines for w in pool):
+            for worker in pool:
+                worker.check_started()
+            free = [w for w in pool if w.lines == 0]
+            if not free and any(w.busy for w in pool):
                 yield from _finished(pool, stats, on_progress)
-            free = next(w for w in pool if not w.lines)
-            free.send(_pack(first, lines))
-            free.lines = len(lines)
-        while any(w.lines for w in pool):
+                free = [w for w in pool if w.lines == 0]
+            if free:
+                free[0].send(first, lines)
+                continue
+            part = StageStats()  # no worker has started yet
+            yield from copy_export(enumerate(lines, first), latest, part)
+            stats.add(part)
+            if on_progress is not None:
+                on_progress(len(lines))
+        while any(w.busy for w in pool):
             yield from _finished(pool, stats, on_progress)
     finally:
         for worker in pool:
@@ -107,7 +141,7 @@ def _finished(
     pool: list[_Worker], stats: StageStats, on_progress: Callable[[int], None] | None
 ) -> Iterator[bytes]:
     """Wait for the busy workers that finish first and yield their text: they are free again."""
-    busy = {w.pipe: w for w in pool if w.lines}
+    busy = {w.pipe: w for w in pool if w.busy}
     ready = wait(list(busy), WORKER_TIMEOUT_SECONDS)
     if not ready:
         raise WorkerFailed("the parse workers gave no answer")
@@ -138,6 +172,7 @@ def _unpack(message: bytes) -> tuple[int, list[bytes]]:
 
 def _work(pipe: Pipe, latest: int) -> None:
     """The worker: parse each batch it is sent, answer with its COPY text (UTF-8) and counts."""
+    pipe.send_bytes(_READY)
     while True:
         try:
             message = pipe.recv_bytes()
