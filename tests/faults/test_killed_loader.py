@@ -7,6 +7,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +219,30 @@ def test_a_loader_killed_at_twenty_random_moments_leaves_only_whole_files_and_re
         drop_database(pg_admin, settings)
 
 
+@contextmanager
+def _loader_killed_while_waiting(
+    settings: ConnectionSettings, folder: Path
+) -> Iterator[tuple[db.Connection, int]]:
+    """A ``km2pg load`` killed while its backend waits for the alias lock, which stays held:
+    yields the holding connection and the killed loader's backend pid."""
+    with alias_lock_held(settings) as holder:
+        killed = subprocess.Popen(
+            km2pg_command(
+                "load",
+                str(folder),
+                "--dsn",
+                dsn_of(settings, application_name="km2pg-killed"),
+                "-q",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        leftover = wait_until_waiting_for_alias_lock(settings, "km2pg-killed", killed)
+        killed.kill()
+        killed.wait()
+        yield holder, leftover
+
+
 def test_a_killed_loaders_backend_still_holding_its_locks_delays_the_next_load_which_completes(
     database, reference: Reference
 ):
@@ -225,21 +251,7 @@ def test_a_killed_loaders_backend_still_holding_its_locks_delays_the_next_load_w
     the next test). The next load of the same folder waits for that lock (it does not fail),
     and once the leftover backend has rolled back, completes as a clean load."""
     # The held alias lock stands for a long merge of another loader.
-    with alias_lock_held(database) as holder:
-        killed = subprocess.Popen(
-            km2pg_command(
-                "load",
-                str(reference.folder),
-                "--dsn",
-                dsn_of(database, application_name="km2pg-killed"),
-                "-q",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        leftover = wait_until_waiting_for_alias_lock(database, "km2pg-killed", killed)
-        killed.kill()
-        killed.wait()
+    with _loader_killed_while_waiting(database, reference.folder) as (holder, leftover):
         following = subprocess.Popen(
             km2pg_command(
                 "load",
@@ -273,21 +285,7 @@ def test_a_killed_loaders_backend_gives_up_its_locks_within_seconds_whatever_it_
     """A loader killed while its backend waits for a lock that is never granted: the backend
     notices its client is gone (client_connection_check_interval) and rolls back, releasing the
     load's locks, instead of holding them for as long as the wait lasts."""
-    with alias_lock_held(database) as holder:
-        killed = subprocess.Popen(
-            km2pg_command(
-                "load",
-                str(reference.folder),
-                "--dsn",
-                dsn_of(database, application_name="km2pg-killed"),
-                "-q",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        leftover = wait_until_waiting_for_alias_lock(database, "km2pg-killed", killed)
-        killed.kill()
-        killed.wait()
+    with _loader_killed_while_waiting(database, reference.folder) as (holder, leftover):
         deadline = time.monotonic() + 20
         gone = "select not exists (select from pg_stat_activity where pid = :pid)"
         while not db.scalar(holder, gone, pid=leftover):
