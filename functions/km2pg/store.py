@@ -44,8 +44,8 @@ BEGIN
     IF current_setting('server_version_num')::int >= 140000 THEN
         PERFORM set_config('client_connection_check_interval', '2s', false);
     END IF;
-EXCEPTION WHEN invalid_parameter_value THEN
-    NULL;  -- a platform without the check: loads work as before
+EXCEPTION WHEN invalid_parameter_value OR undefined_object OR insufficient_privilege THEN
+    NULL;  -- a platform or a compatible server without the check: loads work as before
 END $$;
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage (
     rec    "char" NOT NULL,
