@@ -180,7 +180,7 @@ def load_with_progress(
     options = LoadOptions(
         max_reject_share=max_reject_share,
         on_progress=progress.add_lines,
-        parse_in_two=jobs == 1 and (os.cpu_count() or 1) >= 2,
+        parse_in_workers=jobs == 1 and (os.cpu_count() or 1) >= 2,
     )
     results: list[LoadResult] = []
     try:

@@ -29,7 +29,7 @@ from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, r
 from km2pg.staging import GuardedStream, StageStats, copy_export
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
-PARSE_IN_TWO_MIN_BYTES: Final = 16 * 1024 * 1024
+PARSE_IN_WORKERS_MIN_BYTES: Final = 16 * 1024 * 1024
 """Files from this size up are parsed by worker processes when allowed (smaller ones are parsed
 faster than workers start)."""
 _PARTITION_RACE_RETRIES: Final = 3
@@ -39,7 +39,7 @@ _PARTITION_RACE_RETRIES: Final = 3
 class LoadOptions:
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
     statement_timeout_ms: int | None = None
-    parse_in_two: bool = False
+    parse_in_workers: bool = False
     """Parse large files in worker processes (a CLI on a machine with cores to spare; not a
     Lambda function, whose share of a CPU more processes would only split)."""
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
@@ -107,7 +107,7 @@ def _load(
     timings: dict[str, float] = {"hash": time.monotonic() - started}
     latest = int(time.time()) + FUTURE_SLACK_SECONDS
     with ContentStream(file) as content:
-        parse = copy_export_parallel if _parse_in_two(file, options) else copy_export
+        parse = copy_export_parallel if _parse_in_workers(file, options) else copy_export
         chunks = GuardedStream(
             parse(iter_raw_lines(content.stream), latest, stats, options.on_progress)
         )
@@ -136,8 +136,8 @@ def _load(
         store.clear_stage(con)
 
 
-def _parse_in_two(file: ExportFile, options: LoadOptions) -> bool:
-    return options.parse_in_two and (file.size or 0) >= PARSE_IN_TWO_MIN_BYTES
+def _parse_in_workers(file: ExportFile, options: LoadOptions) -> bool:
+    return options.parse_in_workers and (file.size or 0) >= PARSE_IN_WORKERS_MIN_BYTES
 
 
 def _apply(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -165,28 +165,15 @@ def record(
         INSERT INTO km2pg.files (source, path, export_key, revision, etag, content_md5, size,
             status, lines, events, actions, properties, aliases, rejects, min_t, max_t,
             started_at, error)
-        VALUES (:source, :path, :export_key, :revision, :etag, :md5, :size,
+        VALUES (:source, :path, :export_key, :revision, :etag, :content_md5, :size,
             :status, :lines, :events, :actions, :properties, :aliases, :rejects, :min_t, :max_t,
             :started_at, :error)
         RETURNING fileid
         """,
-        source=entry.source,
-        path=entry.path,
-        export_key=entry.export_key,
-        revision=entry.revision,
-        etag=entry.etag,
-        md5=entry.content_md5,
-        size=entry.size,
+        # The parameters are named after the fields of the entry and the counts.
+        **asdict(entry),
+        **asdict(counts),
         status=status,
-        lines=counts.lines,
-        events=counts.events,
-        actions=counts.actions,
-        properties=counts.properties,
-        aliases=counts.aliases,
-        rejects=counts.rejects,
-        min_t=counts.min_t,
-        max_t=counts.max_t,
-        started_at=entry.started_at,
         error=error,
     )
     return int(value)
@@ -214,9 +201,9 @@ def _partition_name(month: tuple[int, int]) -> str:
     return f"events_{month[0]:04d}_{month[1]:02d}"
 
 
-# pg_class itself, not to_regclass(): a name looked up earlier in this session can stay cached as
-# missing through a wait for a lock, while another loader creates it. Reading pg_class takes a
-# lock on it, which brings this session's catalog cache up to date first.
+# pg_class read with this statement's snapshot, not to_regclass(), which answers from this
+# session's catalog cache: the answer is then right whenever it is asked, not only after
+# _see_partition_changes has brought that cache up to date.
 _MISSING_PARTITIONS: Final = """
 SELECT name = ANY (SELECT c.relname FROM pg_catalog.pg_class c
                     WHERE c.relnamespace = CAST('km2pg' AS regnamespace))

@@ -76,11 +76,11 @@ def test_messy_synthetic_export_matches_the_oracle(con, tmp_path):
 
 
 def test_a_file_parsed_by_worker_processes_matches_the_oracle(con, tmp_path, monkeypatch):
-    monkeypatch.setattr(load, "PARSE_IN_TWO_MIN_BYTES", 0)
+    monkeypatch.setattr(load, "PARSE_IN_WORKERS_MIN_BYTES", 0)
     monkeypatch.setattr(parse_worker, "BATCH_LINES", 2_000)
     generate_export(tmp_path, lines=20_000, files=1, seed=8, messy=True, days=40)
     (file,) = discover_local(tmp_path)
-    result = load.load_file(con, file, LoadOptions(parse_in_two=True))
+    result = load.load_file(con, file, LoadOptions(parse_in_workers=True))
     assert result.status == "loaded"
     assert result.rejects > 0
     assert canonical_dump(con) == oracle_dump(
