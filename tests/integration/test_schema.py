@@ -10,7 +10,7 @@ import pytest
 from pg8000.exceptions import DatabaseError
 
 from km2pg import db, load
-from km2pg.demo import FOUNDING_QUERY
+from km2pg.cli.demo import FOUNDING_QUERY
 from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
 from tests.conftest import create_database, drop_database
