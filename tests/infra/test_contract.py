@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from layers.bundling import REQUIREMENTS
 
 from km2pg.contract import METRIC_NAMESPACE, SERVICE, Env, Handler, Metric, names
 from km2pg.handlers.config import Config
-from layers.bundling import REQUIREMENTS
 
 from .conftest import ROOT, Synth
 
@@ -68,7 +68,8 @@ def test_every_function_environment_parses_with_the_functions_own_parser(
         assert env[Env.POWERTOOLS_SERVICE_NAME] == SERVICE
         assert env[Env.POWERTOOLS_METRICS_NAMESPACE] == METRIC_NAMESPACE
         if properties["Handler"] == Handler.RECONCILER:
-            assert config.queue_url and config.export_bucket, "the reconciler needs both"
+            assert config.queue_url, "the reconciler needs its queue"
+            assert config.export_bucket, "the reconciler needs its bucket"
 
 
 def test_the_parsed_environment_carries_the_settings_values(existing_vpc: Synth) -> None:
