@@ -64,6 +64,7 @@ def test_every_function_environment_parses_with_the_functions_own_parser(
         env = environment(properties)
         assert set(env) <= names(Env), f"{logical_id} sets variables outside the contract"
         config = Config.from_env(env)  # raises ConfigError on anything it would refuse
+        assert config.secret_arn is not None
         assert config.secret_arn == DEPLOY_TIME_VALUE or config.secret_arn.startswith("arn:")
         assert env[Env.POWERTOOLS_SERVICE_NAME] == SERVICE
         assert env[Env.POWERTOOLS_METRICS_NAMESPACE] == METRIC_NAMESPACE
@@ -139,7 +140,7 @@ def function_asset(synth: Synth) -> Path:
         for asset in assets["files"].values()
         if any(d["objectKey"] in keys for d in asset["destinations"].values())
     ]
-    return synth.outdir / path
+    return synth.outdir / str(path)
 
 
 def test_the_lambda_asset_holds_the_core_and_handlers_but_no_command_line(default: Synth) -> None:
