@@ -17,7 +17,8 @@ from km2pg.errors import SourceError
 from km2pg.load import LoadOptions
 from km2pg.sources import discover_local, local_file
 from km2pg.synth import generate_export
-from tests.helpers import canonical_dump, check_invariants, oracle_dump, write_export
+from tests.helpers import canonical_dump, check_invariants, write_export
+from tests.oracle import oracle_dump, oracle_dump_of_paths, oracle_rejects
 
 NOW = int(time.time())
 T0 = NOW - 3 * 86400
@@ -54,9 +55,8 @@ def test_real_sample_loads_every_line_with_kissmetrics_duplicate_rule(con, sampl
 
 
 def test_real_sample_matches_the_oracle(con, sample_file):
-    raw = sample_file.read_bytes().splitlines()
     load_path(con, sample_file)
-    assert canonical_dump(con) == oracle_dump([(1, raw)])
+    assert canonical_dump(con) == oracle_dump([(1, sample_file.read_bytes())])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,11 +67,21 @@ def test_messy_synthetic_export_matches_the_oracle(con, tmp_path):
     export = generate_export(tmp_path, lines=20_000, files=4, seed=7, messy=True, days=40)
     results = load_path(con, tmp_path / "revisions")
     assert [r.status for r in results] == ["loaded"] * 4
-    files = [(f.revision, Path(f.path).read_bytes().splitlines()) for f in discover_local(tmp_path)]
-    assert canonical_dump(con) == oracle_dump(files)
-    assert sum(r.rejects for r in results) > 0
-    assert count(con, "select count(*) from km2pg.rejects") == sum(r.rejects for r in results)
-    assert export.lines == sum(r.lines for r in results) or export.lines > 0
+    assert canonical_dump(con) == oracle_dump_of_paths(export.files)
+    # Every line is counted, and exactly the lines the oracle refuses are kept as rejects.
+    assert sum(r.lines for r in results) == export.lines == 20_000
+    expected_rejects = {
+        (r.fileid, lineno)
+        for r, path in zip(results, export.files, strict=True)
+        for lineno in oracle_rejects(path.read_bytes())
+    }
+    assert len(expected_rejects) > 0
+    assert [r.rejects for r in results] == [
+        len(oracle_rejects(path.read_bytes())) for path in export.files
+    ]
+    assert {tuple(x) for x in db.rows(con, "select fileid, lineno from km2pg.rejects")} == (
+        expected_rejects
+    )
     check_invariants(con)
 
 
@@ -83,9 +93,7 @@ def test_a_file_parsed_by_worker_processes_matches_the_oracle(con, tmp_path, mon
     result = load.load_file(con, file, LoadOptions(parse_in_workers=True))
     assert result.status == "loaded"
     assert result.rejects > 0
-    assert canonical_dump(con) == oracle_dump(
-        [(file.revision, Path(file.path).read_bytes().splitlines())]
-    )
+    assert canonical_dump(con) == oracle_dump_of_paths([Path(file.path)])
     check_invariants(con)
 
 
