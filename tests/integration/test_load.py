@@ -332,7 +332,7 @@ def test_a_file_over_the_reject_threshold_loads_nothing_and_is_recorded_failed(c
     write_export(tmp_path, 1, [{"_p": "a", "_t": T0, "_n": "x"}] * 8 + ["garbage"] * 2)
     (result,) = load_path(con, tmp_path)
     assert result.status == "failed"
-    assert "2 of 10 lines rejected" in (result.error or "")
+    assert result.error == "2 of 10 lines rejected (20.0%, over the 10% limit)"
     assert count(con, "select count(*) from km2pg.events") == 0
     assert count(con, "select count(*) from km2pg.users") == 0
     assert db.rows(con, "select status, rejects from km2pg.files") == [["failed", 2]]
