@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+test: install node_modules/.package-lock.json
 	$(BIN)/python -m pytest
 
 unit: install
