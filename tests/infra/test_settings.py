@@ -23,7 +23,6 @@ def test_cdk_json_examples_are_valid_settings() -> None:
     assert s.network is None
     assert s.new_database is None
     assert s.db_secret_arn == cdk_json_context()["dbSecretArn"]
-    assert s.db_secret_arn.startswith("arn:aws:secretsmanager:")
 
 
 def test_defaults_match_the_documented_ones() -> None:
