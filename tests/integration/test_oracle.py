@@ -53,7 +53,7 @@ def tricky_export(folder: Path) -> Path:
     ]
     path = folder / "revisions" / "7.json"
     path.parent.mkdir(parents=True)
-    path.write_bytes(export._BOM + "\n".join(lines).encode())
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())  # a UTF-8 BOM first
     return path
 
 
