@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The pinned CDK CLI (package-lock.json), installed by `npm ci`: synth and the infra tests use it.
+NODE_STAMP := node_modules/.package-lock.json
 
 .PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+test: install $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 unit: install
@@ -58,8 +60,6 @@ scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS)
 
 # The AWS CDK app (infra/). `npm ci` installs the pinned CDK CLI (package-lock.json).
-NODE_STAMP := node_modules/.package-lock.json
-
 $(NODE_STAMP): package-lock.json
 	npm ci --no-audit --no-fund
 

@@ -22,7 +22,7 @@ def test_cdk_json_examples_are_valid_settings() -> None:
     assert s.export_bucket_name is None
     assert s.network is None
     assert s.new_database is None
-    assert s.db_secret_arn is not None
+    assert s.db_secret_arn == cdk_json_context()["dbSecretArn"]
 
 
 def test_defaults_match_the_documented_ones() -> None:
