@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-import annotated_types
 from pydantic import BeforeValidator, GetCoreSchemaHandler, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, core_schema
@@ -204,7 +203,7 @@ def _rate(text: str) -> Schedule | None:
     if count < 1:
         raise ValueError(f"must run at least every so often: {text!r}")
     if (count == 1) != (not rate.group(2).endswith("s")):
-        raise ValueError(f": write rate(1 {unit}) or rate(N {unit}s), not {text}")
+        raise ValueError(f"must be written rate(1 {unit}) or rate(N {unit}s), not {text!r}")
     seconds = count * _UNIT_SECONDS[unit]
     if seconds > WEEK_SECONDS:
         raise ValueError(f"must run at least weekly (its missed-run alarm), not {text!r}")
@@ -213,8 +212,8 @@ def _rate(text: str) -> Schedule | None:
 
 def bounds(field: FieldInfo) -> tuple[Any, Any]:
     """A setting's declared lower and upper bound (``ge``/``le``), None where there is none."""
-    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
-    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    low = next((rule.ge for rule in field.metadata if hasattr(rule, "ge")), None)
+    high = next((rule.le for rule in field.metadata if hasattr(rule, "le")), None)
     return low, high
 
 
@@ -232,9 +231,8 @@ def _line(detail: ErrorDetails, by_key: Mapping[str, FieldInfo]) -> str:
     key = str(loc[0])
     if len(loc) > 1 and isinstance(loc[1], int):
         key = f"{key} item {loc[1] + 1}"
-    if cause is not None:
-        text = str(cause)
-        return f"{key}{text}" if text.startswith(":") else f"{key} {text}"
+    if cause is not None:  # a form's own message (infra/context.py): "must be ..., not ..."
+        return f"{key} {cause}"
     field = by_key.get(str(loc[0]))
     if field is not None and detail["type"] in ("greater_than_equal", "less_than_equal"):
         return f"{key} must be {_range(*bounds(field))}, not {detail['input']!r}"
