@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The pinned CDK CLI (package-lock.json), installed by `npm ci`: synth and the infra tests use it.
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean
+.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy settings-table clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -17,6 +17,7 @@ help:
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
+	@echo "make settings-table  rewrite README's settings table from infra/settings.py"
 	@echo "make clean      remove the virtualenv and caches"
 
 $(STAMP): pyproject.toml
@@ -68,6 +69,10 @@ synth: install $(NODE_STAMP)
 
 deploy: install $(NODE_STAMP)
 	npx cdk deploy
+
+# README's settings table is generated from the declarations (a test fails when it is stale).
+settings-table: install
+	$(BIN)/python -m infra.settings_table
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out node_modules
