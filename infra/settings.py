@@ -35,7 +35,7 @@ from infra.context import (
 # Re-exported (the explicit "as" form): the constructs and the tests import them from here.
 from infra.context import Schedule as Schedule  # noqa: PLC0414
 from infra.context import SettingsError as SettingsError  # noqa: PLC0414
-from km2pg.dsn import SSLMODES
+from km2pg.contract import SSLMODES
 
 KISSMETRICS_CANONICAL_USER: Final = (
     "6acb81d7742ac437833f51ecb2a40c74cd831ce26909e5f72354fa6af42cfb1f"
