@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from infra.settings import ENDPOINTS, Settings, SettingsError
 
-from km2pg.dsn import SSLMODES
+from km2pg.contract import SSLMODES
 
 from .conftest import SECRET_ARN, VPC, cdk_json_context
 
