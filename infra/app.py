@@ -9,6 +9,7 @@ cdk-nag's AWS Solutions checks run on every synth; a finding not acknowledged fa
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from infra.stack import Km2pgStack
 
 DESCRIPTION = "km2pg: load Kissmetrics raw-data exports from S3 into PostgreSQL"
@@ -36,7 +37,10 @@ def build_app(
 
 
 def main() -> None:
-    app, _ = build_app()
+    try:
+        app, _ = build_app()
+    except SettingsError as error:  # a setting to fix: its message, not a traceback
+        sys.exit(f"km2pg: {error}")
     app.synth()
 
 

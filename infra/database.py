@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import (
+    Aws,
+    CfnOutput,
+    CfnRule,
+    CfnRuleAssertion,
+    Duration,
+    Fn,
+    RemovalPolicy,
+    Stack,
+)
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
@@ -41,6 +50,7 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._kms_key_arn = settings.db_secret_kms_key_arn
+        self._existing_region: str | None = None
         self.instance: rds.DatabaseInstance | None = None
         if settings.new_database is not None:
             assert network is not None, "a new database lives in the functions' network"
@@ -48,8 +58,18 @@ class Database(Construct):
         else:
             assert settings.db_secret_arn is not None
             self.secret_arn = settings.db_secret_arn
+            self._existing_region = settings.db_secret_arn.split(":")[3]
             if network is not None:
                 self._open_existing(settings, network)
+                if "secretsmanager" in settings.endpoints:
+                    self._same_region_rule(self._existing_region)
+
+    @property
+    def secret_region(self) -> str:
+        """The region of the secret: its ARN's for an existing database, else the stack's."""
+        if self._existing_region is not None:
+            return self._existing_region
+        return Stack.of(self).region
 
     def grant_read_secret(self, role: iam.Role) -> None:
         """secretsmanager:GetSecretValue on this database's secret, nothing else."""
@@ -74,6 +94,25 @@ class Database(Construct):
                     },
                 )
             )
+
+    def _same_region_rule(self, region: str) -> None:
+        """Functions in a VPC without NAT reach Secrets Manager through the stack's own region's
+        endpoint only: a secret elsewhere is refused before anything deploys (the stack's
+        region is not known at synth, so CloudFormation checks it)."""
+        CfnRule(
+            self,
+            "SecretInStackRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_equals(Aws.REGION, region),
+                    assert_description=(
+                        f"dbSecretArn is in {region}: functions in a VPC without NAT reach "
+                        "Secrets Manager only through this region's endpoint. Deploy the stack "
+                        f"in {region}, or set natGateway: true."
+                    ),
+                )
+            ],
+        )
 
     def _open_existing(self, settings: Settings, network: FunctionNetwork) -> None:
         assert settings.network is not None

@@ -16,6 +16,7 @@ from infra.settings import KISSMETRICS_CANONICAL_USER, Settings
 
 EXPORT_SUFFIX = ".json"
 INDEX_KEY = "index.csv"
+EVENT_RETRY_ATTEMPTS = 10
 
 
 class ExportBucket(Construct):
@@ -45,7 +46,23 @@ class ExportBucket(Construct):
                 self.bucket.enable_event_bridge_notification()
         else:
             self.bucket = self._create(settings)
+        self.event_dead_letter_queue: sqs.Queue | None = None
         if settings.event_bridge:
+            # Events EventBridge could not deliver after its retries land here (alarmed), so a
+            # notification is never dropped silently; the reconciler also heals the gap.
+            self.event_dead_letter_queue = sqs.Queue(
+                self,
+                "EventDeadLetterQueue",
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=Duration.days(14),
+            )
+            acknowledge(
+                self.event_dead_letter_queue,
+                "This is the dead-letter queue of the EventBridge rule's target; a dead-letter "
+                "queue of its own would have nothing to catch.",
+                "AwsSolutions-SQS3",
+            )
             self.rule: events.Rule | None = events.Rule(
                 self,
                 "ObjectCreatedRule",
@@ -59,7 +76,12 @@ class ExportBucket(Construct):
                     },
                 ),
                 targets=[
-                    targets.SqsQueue(queue, retry_attempts=10, max_event_age=Duration.hours(24))
+                    targets.SqsQueue(
+                        queue,
+                        retry_attempts=EVENT_RETRY_ATTEMPTS,
+                        max_event_age=Duration.hours(24),
+                        dead_letter_queue=self.event_dead_letter_queue,
+                    )
                 ],
             )
         else:

@@ -169,7 +169,7 @@ class LoaderFunction(KmFunction):
         exports: ExportBucket,
     ) -> None:
         settings = commons.settings
-        environment = {}
+        environment = {Env.LOADER_TIME_MARGIN_SECONDS: str(settings.loader_time_margin_seconds)}
         if settings.max_reject_share is not None:
             environment[Env.MAX_REJECT_SHARE] = f"{settings.max_reject_share:g}"
         super().__init__(

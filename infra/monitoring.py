@@ -13,12 +13,17 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra.export_bucket import ExportBucket
 from infra.functions import LoaderFunction, PrunerFunction, ReconcilerFunction, ScheduledFunction
 from infra.queue import LoadQueue
 from infra.settings import Settings
 from km2pg.contract import METRIC_NAMESPACE, SERVICE, Metric
 
 DIMENSIONS: Final = {"service": SERVICE}
+ONE_MINUTE: Final = Duration.minutes(1)
+FAST_PERIODS: Final = 2
+"""Failures alarm on one breaching minute out of the last two: within about two minutes, with
+a minute's grace for metrics that arrive late."""
 FIVE_MINUTES: Final = Duration.minutes(5)
 ONE_HOUR: Final = Duration.hours(1)
 MAX_QUEUE_AGE_SECONDS: Final = 3600
@@ -44,6 +49,10 @@ class Alarms(Construct):
     - loader, pruner, reconciler errors (Errors > 0 in 5 minutes);
     - dead-letter queue not empty; oldest load-queue message older than an hour;
     - files failed (the loader's FilesFailed > 0);
+    - within two minutes: messages reported back (MessagesFailed), database unavailable,
+      configuration errors, loader throttles;
+    - files overdue: the reconciler found files older than its grace period not in the ledger;
+    - the EventBridge rule's dead-letter queue not empty (with ``eventBridge``);
     - export stalled: no FilesLoaded for ``stalledHours`` hours (missing data breaches);
     - missed runs: pruner or reconciler invoked less than once in its schedule's period
       (missing data breaches).
@@ -59,6 +68,7 @@ class Alarms(Construct):
         loader: LoaderFunction,
         pruner: PrunerFunction,
         reconciler: ReconcilerFunction,
+        exports: ExportBucket,
     ) -> None:
         super().__init__(scope, construct_id)
         self.key = kms.Key(
@@ -131,6 +141,70 @@ class Alarms(Construct):
         )
         self.pruner_missed = self._missed_run("PrunerMissedRun", pruner)
         self.reconciler_missed = self._missed_run("ReconcilerMissedRun", reconciler)
+        self._fast_alarms(loader)
+        self.files_overdue = self._add(
+            "FilesOverdue",
+            km2pg_metric(
+                Metric.FILES_OVERDUE,
+                statistic="Maximum",
+                period=Duration.seconds(reconciler.schedule.period_seconds),
+            ),
+            description="The reconciler found export files older than its grace period that "
+            "were never loaded: their notifications were lost or their loads failed. It queued "
+            "them again; see the loader's logs if this persists.",
+            threshold=0,
+            comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            missing=cw.TreatMissingData.NOT_BREACHING,
+        )
+        if exports.event_dead_letter_queue is not None:
+            self.event_dead_letters = self._add(
+                "EventDeadLetterQueueNotEmpty",
+                exports.event_dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    statistic="Maximum", period=FIVE_MINUTES
+                ),
+                description="EventBridge could not deliver Object Created events to the load "
+                "queue after its retries. The reconciler queues the files on its next run; find "
+                "why (the queue's policy, a deleted queue), then purge this queue.",
+                threshold=0,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+            )
+
+    def _fast_alarms(self, loader: LoaderFunction) -> None:
+        """Failures that must be heard within minutes, not after the hour-long retries."""
+        fast = {
+            "MessagesFailed": (
+                km2pg_metric(Metric.MESSAGES_FAILED, period=ONE_MINUTE),
+                "The loader reported messages back (database down, file unreadable): they "
+                "come back after the visibility timeout, then go to the dead-letter queue.",
+            ),
+            "DatabaseUnavailable": (
+                km2pg_metric(Metric.DATABASE_UNAVAILABLE, period=ONE_MINUTE),
+                "A km2pg function could not reach the database (down, unreachable, refused "
+                "the credentials).",
+            ),
+            "ConfigErrors": (
+                km2pg_metric(Metric.CONFIG_ERRORS, period=ONE_MINUTE),
+                "The loader stopped on a configuration error (a missing or unreadable CA file, "
+                "a malformed secret): no file loads until it is fixed. See its log line.",
+            ),
+            "LoaderThrottles": (
+                loader.function.metric_throttles(statistic="Sum", period=ONE_MINUTE),
+                "The loader was throttled: the account's (or region's) Lambda concurrency is "
+                "exhausted, so files wait.",
+            ),
+        }
+        for construct_id, (metric, description) in fast.items():
+            self._add(
+                construct_id,
+                metric,
+                description=description,
+                threshold=0,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                missing=cw.TreatMissingData.NOT_BREACHING,
+                periods=FAST_PERIODS,
+                datapoints=1,
+            )
 
     def _errors(self, construct_id: str, fn: LoaderFunction | ScheduledFunction) -> cw.Alarm:
         return self._add(
@@ -165,6 +239,7 @@ class Alarms(Construct):
         comparison: cw.ComparisonOperator,
         missing: cw.TreatMissingData,
         periods: int = 1,
+        datapoints: int | None = None,
     ) -> cw.Alarm:
         alarm = cw.Alarm(
             self,
@@ -174,7 +249,7 @@ class Alarms(Construct):
             threshold=threshold,
             comparison_operator=comparison,
             evaluation_periods=periods,
-            datapoints_to_alarm=periods,
+            datapoints_to_alarm=datapoints or periods,
             treat_missing_data=missing,
         )
         alarm.add_alarm_action(self._action)
@@ -262,6 +337,26 @@ class Dashboard(Construct):
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(
+                title="Failures (per minute)",
+                left=[
+                    km2pg_metric(
+                        Metric.MESSAGES_FAILED, period=ONE_MINUTE, label="messages failed"
+                    ),
+                    km2pg_metric(
+                        Metric.MESSAGES_DEFERRED, period=ONE_MINUTE, label="messages deferred"
+                    ),
+                ],
+                right=[
+                    km2pg_metric(
+                        Metric.DATABASE_UNAVAILABLE, period=ONE_MINUTE, label="database unavailable"
+                    ),
+                    km2pg_metric(Metric.CONFIG_ERRORS, period=ONE_MINUTE, label="config errors"),
+                ],
+                width=24,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
                 title="Queue depth",
                 left=[
                     queue.queue.metric_approximate_number_of_messages_visible(
@@ -295,7 +390,12 @@ class Dashboard(Construct):
             ),
             cw.GraphWidget(
                 title="Reconciler and pruner",
-                left=[km2pg_metric(Metric.FILES_ENQUEUED, period=ONE_HOUR, label="files enqueued")],
+                left=[
+                    km2pg_metric(Metric.FILES_ENQUEUED, period=ONE_HOUR, label="files enqueued"),
+                    km2pg_metric(
+                        Metric.FILES_OVERDUE, "Maximum", period=ONE_HOUR, label="files overdue"
+                    ),
+                ],
                 right=[
                     km2pg_metric(Metric.PRUNED_ROWS, period=Duration.days(1), label="rows pruned"),
                     km2pg_metric(

@@ -51,6 +51,9 @@ LOG_RETENTION_DAYS: Final = (
 ENDPOINTS: Final = ("s3", "secretsmanager", "sqs", "xray")
 """VPC endpoints private functions need: S3 (gateway), Secrets Manager, SQS, X-Ray (interface)."""
 
+PLACEHOLDER_ACCOUNT: Final = "123456789012"
+"""The account of cdk.json's example dbSecretArn: refused, so the example is never deployed."""
+
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DB_ENGINE_VERSIONS: Final = ("16", "17")
 UNENCRYPTED_SSLMODES: Final = ("disable", "allow", "prefer")
@@ -167,6 +170,13 @@ class Settings(BaseModel):
     loader_timeout_seconds: Whole = _timeout(
         600, "loader", "; the queue's visibility timeout is 6 times this"
     )
+    loader_time_margin_seconds: Whole = Field(
+        120,
+        ge=0,
+        le=890,
+        description="the loader takes no further file of a batch once less time than this "
+        "remains (seconds); the rest come back later",
+    )
     pruner_memory_mb: Whole = _memory(512, "pruner")
     pruner_timeout_seconds: Whole = _timeout(900, "pruner")
     reconciler_memory_mb: Whole = _memory(512, "reconciler")
@@ -259,7 +269,12 @@ class Settings(BaseModel):
     )
     # Monitoring.
     alarm_email: Annotated[str, EMAIL] | None = Field(
-        None, description="subscribe this address to the alarm topic"
+        None, description="subscribe this address to the alarm topic (required, see next)"
+    )
+    alarms_opt_out: Flag = Field(
+        False,
+        description="`true`: deploy without `alarmEmail`, alarms notifying nobody "
+        "(subscribe to the topic yourself)",
     )
     stalled_hours: Whole = Field(
         6, ge=1, le=168, description='hours without a loaded file before "export stalled"'
@@ -404,6 +419,13 @@ class Settings(BaseModel):
                 "set dbSecretArn (the complete ARN of an existing database's RDS-style secret) "
                 "or createDatabase: true"
             )
+        if self.db_secret_arn and f":{PLACEHOLDER_ACCOUNT}:" in self.db_secret_arn:
+            raise SettingsError(
+                f"dbSecretArn is cdk.json's placeholder (account {PLACEHOLDER_ACCOUNT}): put the "
+                "complete ARN of your database's secret there (aws secretsmanager "
+                "describe-secret --secret-id NAME --query ARN), or empty it and set "
+                "createDatabase: true"
+            )
         if self.create_database:
             if self.db_max_allocated_storage_gb < self.db_allocated_storage_gb:
                 raise SettingsError("dbMaxAllocatedStorageGb must be at least dbAllocatedStorageGb")
@@ -413,6 +435,20 @@ class Settings(BaseModel):
                 raise SettingsError("an RDS subnet group needs privateSubnetIds in two or more AZs")
         elif self.vpc_id is not None and not self.db_security_group_id:
             raise SettingsError("vpcId with an existing database needs dbSecurityGroupId")
+        return self
+
+    @model_validator(mode="after")
+    def _loud_rules(self) -> Self:
+        if self.alarm_email is None and not self.alarms_opt_out:
+            raise SettingsError(
+                "alarmEmail is empty: set the address alarms should reach (it must confirm the "
+                "subscription), or alarmsOptOut: true to deploy alarms that notify nobody"
+            )
+        if self.loader_time_margin_seconds >= self.loader_timeout_seconds:
+            raise SettingsError(
+                f"loaderTimeMarginSeconds ({self.loader_time_margin_seconds}) must be less than "
+                f"loaderTimeoutSeconds ({self.loader_timeout_seconds})"
+            )
         return self
 
     @model_validator(mode="after")

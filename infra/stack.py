@@ -64,7 +64,7 @@ class Km2pgStack(Stack):
             "pruner": self.pruner,
             "reconciler": self.reconciler,
         }
-        self.alarms = Alarms(self, "Alarms", settings=settings, **monitored)
+        self.alarms = Alarms(self, "Alarms", settings=settings, exports=self.exports, **monitored)
         self.dashboard = Dashboard(self, "Dashboard", alarms=self.alarms, **monitored)
         self._outputs()
         self._acknowledge_cdk_helpers()

@@ -38,6 +38,7 @@ class Env:
     EXPORT_PREFIX: Final = "KM2PG_EXPORT_PREFIX"
     ENQUEUE_LIMIT: Final = "KM2PG_ENQUEUE_LIMIT"
     RECONCILE_MIN_AGE_MINUTES: Final = "KM2PG_RECONCILE_MIN_AGE_MINUTES"
+    LOADER_TIME_MARGIN_SECONDS: Final = "KM2PG_LOADER_TIME_MARGIN_SECONDS"
     # Powertools' own variables, set by the stack.
     POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
     POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
@@ -58,6 +59,17 @@ class Metric:
     FILES_ENQUEUED: Final = "FilesEnqueued"
     PRUNED_ROWS: Final = "PrunedRows"
     PRUNED_PARTITIONS: Final = "PrunedPartitions"
+    # Loud within minutes: one datum per event, alarmed over one-minute periods.
+    MESSAGES_FAILED: Final = "MessagesFailed"
+    """Load-queue messages reported back as batch item failures (they come back later)."""
+    MESSAGES_DEFERRED: Final = "MessagesDeferred"
+    """Messages left for a later invocation because too little time remained in this one."""
+    DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
+    """Invocations that could not reach (or lost) the database."""
+    CONFIG_ERRORS: Final = "ConfigErrors"
+    """Invocations stopped by a configuration error (a missing CA file, a malformed secret)."""
+    FILES_OVERDUE: Final = "FilesOverdue"
+    """Export files older than the reconciler's grace period that the ledger has not settled."""
 
 
 class Handler:

@@ -16,7 +16,7 @@ import pytest
 from km2pg import db
 from km2pg.errors import DatabaseUnavailable
 from km2pg.handlers import loader, runtime
-from tests.functions.conftest import BUCKET, secret_for
+from tests.functions.conftest import BUCKET, FakeContext, secret_for
 from tests.helpers import canonical_dump
 
 NOW = int(time.time())
@@ -349,3 +349,119 @@ def test_metrics_are_emitted_for_a_loaded_file(aws, database, context, capsys):
     assert {"FilesLoaded", "LinesLoaded", "LoadSeconds", "ExportLagSeconds"} <= names
     values = {k: v for doc in emf for k, v in doc.items() if k in ("FilesLoaded", "LinesLoaded")}
     assert values == {"FilesLoaded": [1.0], "LinesLoaded": [3.0]}
+
+
+def emitted(out: str) -> dict[str, list[float]]:
+    """Metric name -> the values the invocation's EMF documents carry."""
+    found: dict[str, list[float]] = {}
+    for line in out.splitlines():
+        if not (line.startswith("{") and "_aws" in line):
+            continue
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = doc[metric["Name"]]
+                found.setdefault(metric["Name"], []).extend(
+                    value if isinstance(value, list) else [value]
+                )
+    return found
+
+
+def test_every_failed_message_is_counted(aws, database, context, capsys):
+    meta = put(aws, "revisions/90.json", export_body(90))
+    gone = {"size": 10, "eTag": "0" * 32}
+    event = sqs_event(
+        s3_notification(("revisions/90.json", meta)),
+        s3_notification(("revisions/91.json", gone)),
+        s3_notification(("revisions/92.json", gone)),
+    )
+    assert failures(loader.handler(event, context)) == ["m1", "m2"]
+    assert emitted(capsys.readouterr().out)["MessagesFailed"] == [2.0]
+
+
+def test_a_batch_whose_every_message_fails_is_still_counted(aws, database, context, capsys):
+    gone = {"size": 10, "eTag": "0" * 32}
+    with pytest.raises(Exception, match="All records failed"):
+        loader.handler(sqs_event(s3_notification(("revisions/93.json", gone))), context)
+    assert emitted(capsys.readouterr().out)["MessagesFailed"] == [1.0]
+
+
+def test_an_unreachable_database_is_found_once_per_batch_and_counted(
+    aws, database, context, capsys, caplog
+):
+    secret = json.loads(aws.secrets.get_secret_value(SecretId=aws.secret_arn)["SecretString"])
+    secret.update(host="127.0.0.1", port=1)  # nothing listens there
+    aws.secrets.put_secret_value(SecretId=aws.secret_arn, SecretString=json.dumps(secret))
+    runtime.reset()
+    meta = put(aws, "revisions/94.json", export_body(94))
+    event = sqs_event(
+        s3_notification(("revisions/94.json", meta)),
+        TEST_EVENT,
+        s3_notification(("revisions/95.json", meta)),
+    )
+    assert failures(loader.handler(event, context)) == ["m0", "m2"]
+    metrics = emitted(capsys.readouterr().out)
+    assert metrics["DatabaseUnavailable"] == [1.0]
+    assert metrics["MessagesFailed"] == [2.0]
+    ours = [r for r in caplog.records if r.name == "km2pg" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in ours] == [
+        "database unavailable; every message announcing a file will be retried"
+    ]
+    assert ledger(database) == []
+
+
+def test_a_configuration_error_is_one_line_one_metric_and_no_retry(
+    aws, database, context, capsys, caplog
+):
+    aws.secrets.put_secret_value(SecretId=aws.secret_arn, SecretString="not json")
+    runtime.reset()
+    meta = put(aws, "revisions/95.json", export_body(95))
+    event = sqs_event(s3_notification(("revisions/95.json", meta)), TEST_EVENT)
+    assert failures(loader.handler(event, context)) == []  # acknowledged: no retry loop
+    errors = [r for r in caplog.records if r.name == "km2pg" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [
+        "configuration error: no file can load until it is fixed; the batch is acknowledged "
+        "unloaded and the reconciler queues its files again after the fix"
+    ]
+    assert errors[0].exc_info is None
+    metrics = emitted(capsys.readouterr().out)
+    assert metrics["ConfigErrors"] == [1.0]
+    assert "MessagesFailed" not in metrics
+    assert ledger(database) == []
+
+
+class ClockContext(FakeContext):
+    """A context whose remaining time drops by a minute each time it is asked."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        self.remaining_ms -= 60_000
+        return self.remaining_ms
+
+
+def test_the_loader_takes_no_new_file_once_the_time_margin_is_reached(
+    aws, database, capsys, monkeypatch
+):
+    monkeypatch.setenv("KM2PG_LOADER_TIME_MARGIN_SECONDS", "120")
+    runtime.reset()
+    keys = [f"revisions/{n}.json" for n in (100, 101, 102, 103)]
+    event = sqs_event(*(s3_notification((k, put(aws, k, export_body(1, k)))) for k in keys))
+    # 270 s left: asked before the 2nd message (210 s: take), the 3rd (150 s: take), the 4th
+    # (90 s: below the 120 s margin: defer).
+    response = loader.handler(event, ClockContext(270_000))
+    assert failures(response) == ["m3"]
+    assert [path for path, _ in ledger(database)] == keys[:3]
+    metrics = emitted(capsys.readouterr().out)
+    assert metrics["MessagesDeferred"] == [1.0]
+    assert metrics["MessagesFailed"] == [0.0]
+
+
+def test_the_first_message_is_taken_whatever_the_time_left(aws, database, monkeypatch):
+    monkeypatch.setenv("KM2PG_LOADER_TIME_MARGIN_SECONDS", "600")
+    runtime.reset()
+    keys = [f"revisions/{n}.json" for n in (110, 111)]
+    event = sqs_event(*(s3_notification((k, put(aws, k, export_body(1, k)))) for k in keys))
+    assert failures(loader.handler(event, ClockContext(300_000))) == ["m1"]
+    assert [path for path, _ in ledger(database)] == keys[:1]

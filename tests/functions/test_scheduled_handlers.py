@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from km2pg import db
@@ -17,7 +18,13 @@ from km2pg.handlers.config import Config
 from km2pg.notifications import objects_in_message
 from km2pg.reconcile import reconcile
 from tests.functions.conftest import BUCKET
-from tests.functions.test_loader_handler import export_body, put, s3_notification, sqs_event
+from tests.functions.test_loader_handler import (
+    emitted,
+    export_body,
+    put,
+    s3_notification,
+    sqs_event,
+)
 
 NOW = int(time.time())
 
@@ -77,7 +84,9 @@ def test_pruner_removes_events_older_than_the_retention(aws, database, context, 
         assert db.scalar(con, "select count(*) from km2pg.events") == 1
 
 
-def test_reconciler_queues_exactly_the_files_not_loaded(aws, database, context, monkeypatch):
+def test_reconciler_queues_exactly_the_files_not_loaded_and_counts_them_overdue(
+    aws, database, context, monkeypatch, capsys
+):
     for n in range(1, 6):
         put(aws, f"revisions/{n}.json", export_body(n, f"r{n}"))
     put(aws, "index.csv", b"filename\n")
@@ -89,6 +98,7 @@ def test_reconciler_queues_exactly_the_files_not_loaded(aws, database, context, 
     summary = reconciler.handler(schedule_event(), context)
     assert summary == {"listed": 5, "pending": 4, "enqueued": 4}
     assert queued(aws) == [f"revisions/{n}.json" for n in (1, 3, 4, 5)]
+    assert emitted(capsys.readouterr().out)["FilesOverdue"] == [4.0]
 
 
 def test_reconciled_messages_load_through_the_loader(aws, database, context):
@@ -156,3 +166,12 @@ def test_cli_loads_straight_from_s3(aws, database, capsys):
     with db.connection(database) as con:
         rows = db.rows(con, "select source, export_key, etag is not null from km2pg.files")
     assert sorted(rows) == [[f"s3://{BUCKET}", f"revisions/{n}.json", True] for n in (1, 2, 3)]
+
+
+def test_a_secret_in_another_region_is_read_from_its_own_region(aws):
+    from km2pg.handlers.config import secrets_manager_reader
+
+    elsewhere = boto3.client("secretsmanager", region_name="eu-west-1")
+    arn = elsewhere.create_secret(Name="km2pg-elsewhere", SecretString="{}")["ARN"]
+    assert ":eu-west-1:" in arn
+    assert secrets_manager_reader(arn) == "{}"

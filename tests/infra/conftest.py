@@ -42,9 +42,13 @@ VPC = {
     "privateRouteTableIds": ["rtb-0aaaaaaaaaaaaaaa1", "rtb-0bbbbbbbbbbbbbbb2"],
 }
 DB_SECURITY_GROUP = "sg-0123456789abcdef0"
+ALARM_EMAIL = "ops@example.com"
+# What cdk.json leaves for the user to fill in (synth refuses its placeholder and an empty
+# alarmEmail): every configuration starts from cdk.json plus these.
+USER_VALUES: dict[str, Any] = {"dbSecretArn": SECRET_ARN, "alarmEmail": ALARM_EMAIL}
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    # cdk.json as shipped: a new export bucket, an existing database, no VPC.
+    # cdk.json with the user's values: a new export bucket, an existing database, no VPC.
     "default": {},
     # An existing bucket and VPC without NAT: every endpoint; context given as CLI strings.
     "existing_vpc": {
@@ -69,13 +73,15 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "addDbIngress": "true",
         "pruneSchedule": "cron(30 3 * * ? *)",
         "reconcileSchedule": "rate(30 minutes)",
-        "alarmEmail": "ops@example.com",
+        "alarmEmail": "alerts@example.org",
         "stalledHours": "12",
         "dbSecretKmsKeyArn": SECRET_KEY_ARN,
     },
     # A new database in a new isolated VPC; a new bucket announced through EventBridge.
     "new_database": {
         "dbSecretArn": "",
+        "alarmEmail": "",
+        "alarmsOptOut": True,
         "createDatabase": True,
         "eventBridge": True,
         "dbDeletionProtection": False,
@@ -148,7 +154,7 @@ class Synth:
 def synthesize(
     name: str, overrides: Mapping[str, Any], *, bundling: bool = False, outdir: Path | None = None
 ) -> Synth:
-    context = {**cdk_json_context(), **overrides}
+    context = {**cdk_json_context(), **USER_VALUES, **overrides}
     if not bundling:
         context.update(NO_BUNDLING)
     target = outdir or Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_scratch()))

@@ -11,7 +11,7 @@ from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 from infra.app import build_app
 
-from .conftest import NO_BUNDLING, Synth, cdk_json_context
+from .conftest import NO_BUNDLING, USER_VALUES, Synth, cdk_json_context
 
 LINT_REGIONS = ["us-east-1", "eu-west-1"]
 
@@ -55,7 +55,9 @@ def test_no_warnings_or_errors_from_cdk(every_configuration: Synth) -> None:
 
 
 def test_cdk_nag_runs_in_every_synth_and_fails_it_on_an_open_finding(tmp_path: Path) -> None:
-    app, stack = build_app({**cdk_json_context(), **NO_BUNDLING}, outdir=str(tmp_path))
+    app, stack = build_app(
+        {**cdk_json_context(), **USER_VALUES, **NO_BUNDLING}, outdir=str(tmp_path)
+    )
     sqs.Queue(stack, "PlainQueue", encryption=sqs.QueueEncryption.SQS_MANAGED)  # no TLS rule
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()
@@ -77,7 +79,8 @@ def queue_policies(synth: Synth) -> list[dict[str, Any]]:
 def test_queues_are_encrypted_and_refuse_plain_http(every_configuration: Synth) -> None:
     synth = every_configuration
     queues = synth.resources("AWS::SQS::Queue")
-    assert len(queues) == 2
+    # The load queue, its dead-letter queue, and with eventBridge the rule's dead-letter queue.
+    assert len(queues) == (3 if synth.stack.settings.event_bridge else 2)
     for logical_id, queue in queues.items():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
         policy = next(p for p in queue_policies(synth) if p["Queues"] == [{"Ref": logical_id}])

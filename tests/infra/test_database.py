@@ -73,3 +73,19 @@ def test_instance_admits_only_the_functions_group(new_database: Synth) -> None:
     assert [(e["DestinationSecurityGroupId"], e["FromPort"]) for e in egress] == [
         (db_groups[0], port)
     ]
+
+
+def test_a_secret_outside_the_stacks_region_is_refused_before_deploying_in_a_vpc_without_nat(
+    existing_vpc: Synth, vpc_nat: Synth, default: Synth
+) -> None:
+    def ours(synth: Synth) -> list[Any]:
+        rules = synth.template.get("Rules", {})
+        return [rule for name, rule in rules.items() if "SecretInStackRegion" in name]
+
+    (rule,) = ours(existing_vpc)
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::Region"}, "eu-west-1"]}
+    assert assertion["AssertDescription"].startswith("dbSecretArn is in eu-west-1")
+    # With NAT, or without a VPC, the functions read the secret from its own region.
+    assert ours(vpc_nat) == []
+    assert ours(default) == []

@@ -12,7 +12,7 @@ import pytest
 from infra.settings import CONTEXT_KEYS
 from layers.bundling import REQUIREMENTS, PipLayerBundling, pip_command
 
-from .conftest import CDK_JSON, ROOT, synthesize
+from .conftest import CDK_JSON, ROOT, USER_VALUES, synthesize
 
 CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
 DEPLOY_MD = ROOT / "README.md"  # its "Deploy to AWS" section
@@ -119,7 +119,11 @@ def test_every_context_key_is_in_cdk_json_and_documented() -> None:
 
 def test_app_module_runs_as_the_cdk_json_command(tmp_path: Path) -> None:
     """``python -m infra.app`` from the root, as the CLI runs it (context as the CLI passes it)."""
-    context = {**json.loads(CDK_JSON.read_text())["context"], "aws:cdk:bundling-stacks": []}
+    context = {
+        **json.loads(CDK_JSON.read_text())["context"],
+        **USER_VALUES,
+        "aws:cdk:bundling-stacks": [],
+    }
     result = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "python"), "-m", "infra.app"],
         cwd=ROOT,
@@ -136,3 +140,24 @@ def test_app_module_runs_as_the_cdk_json_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "Km2pg.template.json").is_file()
+
+
+def test_the_app_refuses_cdk_json_as_shipped_in_one_line(tmp_path: Path) -> None:
+    context = {**json.loads(CDK_JSON.read_text())["context"], "aws:cdk:bundling-stacks": []}
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "infra.app"],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "CDK_OUTDIR": str(tmp_path),
+            "CDK_CONTEXT_JSON": json.dumps(context),
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("km2pg: dbSecretArn is cdk.json's placeholder")
+    assert "Traceback" not in result.stderr

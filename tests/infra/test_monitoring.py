@@ -54,7 +54,49 @@ def test_every_alarm_and_its_metric_and_threshold(default: Synth) -> None:
         "ExportStalled": ("km2pg", "FilesLoaded", "Sum", 3600, lt, 1, 6, "breaching"),
         "PrunerMissedRun": ("AWS/Lambda", "Invocations", "Sum", 86_400, lt, 1, 1, "breaching"),
         "ReconcilerMissedRun": ("AWS/Lambda", "Invocations", "Sum", 3600, lt, 1, 1, "breaching"),
+        "MessagesFailed": ("km2pg", "MessagesFailed", "Sum", 60, gt, 0, 2, "notBreaching"),
+        "DatabaseUnavailable": (
+            "km2pg", "DatabaseUnavailable", "Sum", 60, gt, 0, 2, "notBreaching",
+        ),
+        "ConfigErrors": ("km2pg", "ConfigErrors", "Sum", 60, gt, 0, 2, "notBreaching"),
+        "LoaderThrottles": ("AWS/Lambda", "Throttles", "Sum", 60, gt, 0, 2, "notBreaching"),
+        "FilesOverdue": ("km2pg", "FilesOverdue", "Maximum", 3600, gt, 0, 1, "notBreaching"),
     }  # fmt: skip
+
+
+def test_failures_alarm_within_two_minutes(default: Synth) -> None:
+    found = alarms(default)
+    for name in ("MessagesFailed", "DatabaseUnavailable", "ConfigErrors", "LoaderThrottles"):
+        props = found[name]
+        assert props["Period"] * props["EvaluationPeriods"] <= 300, name
+        assert (props["Period"], props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (
+            60,
+            2,
+            1,
+        ), name
+    assert found["LoaderThrottles"]["Dimensions"] == function_dimension(
+        default, default.stack.loader
+    )
+    assert found["FilesOverdue"]["Dimensions"] == KM2PG_DIMENSIONS
+
+
+def test_eventbridge_delivery_has_retries_a_dead_letter_queue_and_its_alarm(
+    vpc_nat: Synth, default: Synth
+) -> None:
+    dlq = vpc_nat.stack.exports.event_dead_letter_queue
+    assert dlq is not None
+    dlq_id = vpc_nat.logical_id(dlq)
+    rule = vpc_nat.stack.exports.rule
+    assert rule is not None
+    (target,) = vpc_nat.template["Resources"][vpc_nat.logical_id(rule)]["Properties"]["Targets"]
+    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86_400, "MaximumRetryAttempts": 10}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [dlq_id, "Arn"]}}
+    alarm = alarms(vpc_nat)["EventDeadLetterQueueNotEmpty"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}
+    ]
+    assert "EventDeadLetterQueueNotEmpty" not in alarms(default)
 
 
 def test_alarms_watch_the_right_resources(default: Synth) -> None:
@@ -84,13 +126,15 @@ def test_stalled_hours_and_schedule_periods_follow_context(vpc_nat: Synth) -> No
     assert found["ExportStalled"]["EvaluationPeriods"] == 12
     assert found["ExportStalled"]["DatapointsToAlarm"] == 12
     assert found["ReconcilerMissedRun"]["Period"] == 1800  # rate(30 minutes)
+    assert found["FilesOverdue"]["Period"] == 1800
     assert found["PrunerMissedRun"]["Period"] == 86_400  # a cron schedule: daily
 
 
 def test_every_alarm_notifies_the_topic_on_alarm_and_recovery(every_configuration: Synth) -> None:
     topic = {"Ref": every_configuration.logical_id(every_configuration.stack.alarms.topic)}
     props = every_configuration.resources("AWS::CloudWatch::Alarm").values()
-    assert len(props) == 9
+    assert len(props) == len(every_configuration.stack.alarms.alarms)
+    assert len(props) == (15 if every_configuration.stack.settings.event_bridge else 14)
     for alarm in props:
         assert alarm["Properties"]["AlarmActions"] == [topic]
         assert alarm["Properties"]["OKActions"] == [topic]
@@ -119,11 +163,11 @@ def test_topic_is_kms_encrypted_tls_only_and_cloudwatch_may_use_the_key(default:
     } in policy["Statement"]
 
 
-def test_alarm_email_subscribes_only_when_given(default: Synth, vpc_nat: Synth) -> None:
-    default.assertions.resource_count_is("AWS::SNS::Subscription", 0)
+def test_alarm_email_subscribes_unless_opted_out(new_database: Synth, vpc_nat: Synth) -> None:
+    new_database.assertions.resource_count_is("AWS::SNS::Subscription", 0)
     subscription = vpc_nat.only("AWS::SNS::Subscription")["Properties"]
     assert subscription["Protocol"] == "email"
-    assert subscription["Endpoint"] == "ops@example.com"
+    assert subscription["Endpoint"] == "alerts@example.org"
 
 
 def test_dashboard_shows_files_lines_lag_errors_durations_and_queues(default: Synth) -> None:
@@ -138,6 +182,7 @@ def test_dashboard_shows_files_lines_lag_errors_durations_and_queues(default: Sy
         "Durations (ms)",
         "Queue depth",
         "Oldest message age (seconds)",
+        "Failures (per minute)",
     ]
     for title in titles:
         assert f'\\"title\\":\\"{title}\\"' in text, title
@@ -145,6 +190,7 @@ def test_dashboard_shows_files_lines_lag_errors_durations_and_queues(default: Sy
         "FilesLoaded", "FilesSkipped", "FilesFailed", "LinesLoaded", "LinesRejected",
         "ExportLagSeconds", "LoadSeconds", "FilesEnqueued", "PrunedRows", "PrunedPartitions",
         "Errors", "Duration", "ApproximateNumberOfMessagesVisible",
-        "ApproximateAgeOfOldestMessage",
+        "ApproximateAgeOfOldestMessage", "MessagesFailed", "MessagesDeferred",
+        "DatabaseUnavailable", "ConfigErrors", "FilesOverdue",
     ):  # fmt: skip
         assert f'\\"{metric}\\"' in text, metric

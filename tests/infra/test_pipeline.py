@@ -263,7 +263,7 @@ def test_environment_of_each_function(default: Synth) -> None:
         "POWERTOOLS_METRICS_NAMESPACE": "km2pg",
         "POWERTOOLS_LOG_LEVEL": "INFO",
     }
-    assert env["loader"] == common
+    assert env["loader"] == {**common, "KM2PG_LOADER_TIME_MARGIN_SECONDS": "120"}
     assert env["pruner"] == {**common, "KM2PG_RETENTION_DAYS": "400"}
     assert env["reconciler"] == {
         **common,

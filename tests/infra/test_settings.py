@@ -10,21 +10,43 @@ from infra.settings import ENDPOINTS, Settings, SettingsError
 
 from km2pg.contract import SSLMODES
 
-from .conftest import SECRET_ARN, VPC, cdk_json_context
+from .conftest import ALARM_EMAIL, SECRET_ARN, USER_VALUES, VPC, cdk_json_context
 
 EXISTING_DB = {"dbSecretArn": SECRET_ARN}
 
 
 def settings(**context: Any) -> Settings:
-    return Settings.from_context(context)
+    """Settings from ``context`` with an alarm address (which every stack needs) unless given."""
+    return Settings.from_context({"alarmEmail": ALARM_EMAIL, **context})
 
 
-def test_cdk_json_examples_are_valid_settings() -> None:
-    s = Settings.from_context(cdk_json_context())
+def test_cdk_json_as_shipped_is_refused_saying_what_to_fill_in() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_context(cdk_json_context())
+    assert str(refused.value) == (
+        "dbSecretArn is cdk.json's placeholder (account 123456789012): put the complete ARN of "
+        "your database's secret there (aws secretsmanager describe-secret --secret-id NAME "
+        "--query ARN), or empty it and set createDatabase: true"
+    )
+
+
+def test_cdk_json_with_the_users_values_is_valid() -> None:
+    s = Settings.from_context({**cdk_json_context(), **USER_VALUES})
     assert s.export_bucket_name is None
     assert s.network is None
     assert s.new_database is None
-    assert s.db_secret_arn == cdk_json_context()["dbSecretArn"]
+    assert s.db_secret_arn == SECRET_ARN
+
+
+def test_an_empty_alarm_email_is_refused_unless_opted_out() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_context({**EXISTING_DB, "alarmEmail": ""})
+    assert str(refused.value) == (
+        "alarmEmail is empty: set the address alarms should reach (it must confirm the "
+        "subscription), or alarmsOptOut: true to deploy alarms that notify nobody"
+    )
+    opted_out = Settings.from_context({**EXISTING_DB, "alarmEmail": "", "alarmsOptOut": "true"})
+    assert (opted_out.alarm_email, opted_out.alarms_opt_out) == (None, True)
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -65,7 +87,14 @@ def test_command_line_strings_are_parsed_like_json_values() -> None:
 
 
 def test_empty_strings_mean_not_set() -> None:
-    s = settings(**EXISTING_DB, exportBucketName="", vpcId="", alarmEmail="", maxRejectShare="")
+    s = settings(
+        **EXISTING_DB,
+        exportBucketName="",
+        vpcId="",
+        alarmEmail="",
+        alarmsOptOut=True,
+        maxRejectShare="",
+    )
     assert s.export_bucket_name is None
     assert s.network is None
     assert s.alarm_email is None
@@ -143,13 +172,17 @@ def test_endpoints_are_only_made_for_private_subnets_without_nat() -> None:
         ({"createDatabase": True, "dbPort": 80}, "between 1150 and 65535"),
         ({**EXISTING_DB, "alarmEmail": "not-an-address"}, "alarmEmail is malformed"),
         ({**EXISTING_DB, "exportPrefix": "revisions"}, "exportPrefix is malformed"),
+        (
+            {**EXISTING_DB, "loaderTimeoutSeconds": 120, "loaderTimeMarginSeconds": 120},
+            "loaderTimeMarginSeconds (120) must be less than loaderTimeoutSeconds (120)",
+        ),
     ],
 )
 def test_bad_or_contradictory_context_is_refused_naming_the_key(
     context: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
-        Settings.from_context(context)
+        settings(**context)
 
 
 @pytest.mark.parametrize(
@@ -177,10 +210,10 @@ def test_cdk_and_cli_context_keys_are_not_taken_for_typos() -> None:
 
 
 def test_cdk_json_examples_are_the_declared_defaults() -> None:
-    """cdk.json shows the defaults (but for the secret, a placeholder): the two cannot drift."""
-    context = cdk_json_context()
+    """cdk.json shows the defaults (but for the user's values): the two cannot drift."""
+    context = {**cdk_json_context(), **USER_VALUES}
     examples = Settings.from_context(context)
-    defaults = settings(dbSecretArn=context["dbSecretArn"])
+    defaults = settings(**USER_VALUES)
     differing = [
         field.alias
         for name, field in Settings.model_fields.items()

@@ -24,6 +24,8 @@ DEFAULT_EXPORT_PREFIX: Final = "revisions/"
 DEFAULT_ENQUEUE_LIMIT: Final = 5_000
 DEFAULT_MIN_AGE_MINUTES: Final = 15.0
 """The reconciler leaves younger objects to their own notification."""
+DEFAULT_TIME_MARGIN_SECONDS: Final = 120.0
+"""The loader takes no further file once less time than this remains in its invocation."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Config:
     export_prefix: str = DEFAULT_EXPORT_PREFIX
     enqueue_limit: int = DEFAULT_ENQUEUE_LIMIT
     min_age_minutes: float = DEFAULT_MIN_AGE_MINUTES
+    time_margin_seconds: float = DEFAULT_TIME_MARGIN_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -72,6 +75,9 @@ class Config:
             min_age_minutes=_number(
                 env, Env.RECONCILE_MIN_AGE_MINUTES, DEFAULT_MIN_AGE_MINUTES, low=0.0
             ),
+            time_margin_seconds=_number(
+                env, Env.LOADER_TIME_MARGIN_SECONDS, DEFAULT_TIME_MARGIN_SECONDS, low=0.0
+            ),
         )
 
 
@@ -94,12 +100,20 @@ def _number(
 SecretReader = Callable[[str], str]
 
 
+def region_of(arn: str) -> str | None:
+    """The region an ARN names (``arn:partition:service:region:...``), None for a bare name."""
+    parts = arn.split(":")
+    return parts[3] or None if len(parts) > 3 and parts[0] == "arn" else None
+
+
 def secrets_manager_reader(arn: str) -> str:
     import boto3  # noqa: PLC0415 - boto3 is slow to import; only a secret read needs it
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - as boto3
 
     try:
-        value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+        # Read from the secret's own region: it may live in another region than the function.
+        client = boto3.client("secretsmanager", region_name=region_of(arn))
+        value = client.get_secret_value(SecretId=arn)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         raise DatabaseUnavailable(f"cannot read the database secret: {code}") from None
