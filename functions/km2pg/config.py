@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from km2pg import tls
 from km2pg.dsn import SSLMODES, ConnectionSettings, parse_dsn, settings_from_values
 from km2pg.errors import ConfigError, DatabaseUnavailable
 from km2pg.load import DEFAULT_MAX_REJECT_SHARE
@@ -52,8 +53,14 @@ class Config:
         if sslmode not in SSLMODES:
             raise ConfigError(f"KM2PG_DB_SSLMODE must be one of {', '.join(SSLMODES)}")
         sslrootcert = env.get("KM2PG_DB_SSLROOTCERT") or None
-        if sslmode == "verify-full" and not sslrootcert:
-            raise ConfigError("KM2PG_DB_SSLMODE=verify-full needs KM2PG_DB_SSLROOTCERT")
+        if sslmode in tls.VERIFYING:
+            if not sslrootcert:
+                raise ConfigError(
+                    f"KM2PG_DB_SSLMODE={sslmode} needs KM2PG_DB_SSLROOTCERT "
+                    "(a PEM file's path, 'rds' or 'system')"
+                )
+            # A root that cannot work fails here, once, with its own message.
+            tls.client_context(sslmode, sslrootcert)
         return cls(
             secret_arn=secret_arn,
             dsn=dsn,
