@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from km2pg import db, sources
 from km2pg.dsn import ConnectionSettings, parse_dsn
@@ -231,10 +231,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return 0
     files = report.files
-    print(
-        f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
-        f"{files['failed']:,} failed"
-    )
+    if report.no_file_yet:
+        since = (
+            f" ({_duration((datetime.now(UTC) - report.installed_at).total_seconds())} since "
+            "the schema was created)"
+            if report.installed_at
+            else ""
+        )
+        print(f"files:   no file from Kissmetrics yet{since}")
+    else:
+        print(
+            f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
+            f"{files['failed']:,} failed"
+        )
     print(f"lines:   {report.lines:,} loaded, {report.rejects:,} rejected")
     if report.newest_event is not None and report.lag_seconds is not None:
         print(
