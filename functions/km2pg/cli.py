@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from km2pg import db, sources
 from km2pg.dsn import ConnectionSettings, parse_dsn
@@ -96,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     prune.set_defaults(func=cmd_prune)
+
+    forget = commands.add_parser(
+        "forget",
+        parents=[common],
+        help="delete everything about the persons these identities belong to, for good",
+    )
+    forget.add_argument("identities", nargs="*", metavar="IDENTITY", help="an identity (_p)")
+    forget.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="identities one a line from FILE ('-': standard input), kept out of shell history",
+    )
+    forget.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    forget.set_defaults(func=cmd_forget)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     migrate.set_defaults(func=cmd_migrate)
@@ -210,9 +226,11 @@ def summary(results: list[LoadResult], seconds: float) -> str:
     lines = sum(r.lines for r in loaded)
     rejects = sum(r.rejects for r in results if r.status != "skipped")
     rate = lines / seconds if seconds > 0 else 0.0
+    suppressed = sum(r.suppressed for r in loaded)
+    forgotten = f", {suppressed:,} of forgotten identities" if suppressed else ""
     return (
         f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['failed']} failed; "
-        f"{lines:,} lines ({rejects:,} rejected), "
+        f"{lines:,} lines ({rejects:,} rejected{forgotten}), "
         f"{sum(r.events for r in loaded):,} new events in {seconds:.1f} s ({rate:,.0f} lines/s)"
     )
 
@@ -278,6 +296,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for table in ("events", "event_actions", "event_properties"):
         print(f"  {table:<17} {result.rows.get(table, 0):>12,} rows")
     return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from km2pg.forget import describe, forget
+
+    identities = list(args.identities)
+    if args.from_file:
+        identities += _lines_of(args.from_file)
+    with db.connection(resolve_settings(args.dsn)) as con:
+        db.ensure_schema(con)
+        result = forget(con, identities, dry_run=args.dry_run)
+    print(describe(result))
+    return 0
+
+
+def _lines_of(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -124,6 +124,8 @@ class RowCounts:
     properties: int = 0
     aliases: int = 0
     rejects: int = 0
+    suppressed: int = 0
+    """Lines of forgotten identities (km2pg.forget), dropped rather than loaded or rejected."""
     min_t: datetime | None = None
     max_t: datetime | None = None
 
@@ -163,11 +165,11 @@ def record(
         con,
         """
         INSERT INTO km2pg.files (source, path, export_key, revision, etag, content_md5, size,
-            status, lines, events, actions, properties, aliases, rejects, min_t, max_t,
-            started_at, error)
+            status, lines, events, actions, properties, aliases, rejects, suppressed, min_t,
+            max_t, started_at, error)
         VALUES (:source, :path, :export_key, :revision, :etag, :content_md5, :size,
-            :status, :lines, :events, :actions, :properties, :aliases, :rejects, :min_t, :max_t,
-            :started_at, :error)
+            :status, :lines, :events, :actions, :properties, :aliases, :rejects, :suppressed,
+            :min_t, :max_t, :started_at, :error)
         RETURNING fileid
         """,
         # The parameters are named after the fields of the entry and the counts.
@@ -284,6 +286,61 @@ CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p2 FROM {STAGE} WHERE rec = 'a';
 ANALYZE s_names;
 """
+
+# Forgotten identities (km2pg.forget): the list holds SHA-256 hashes of names, so the file's
+# distinct names are hashed (not its lines), and only while the list is not empty. Their lines go
+# from staging before anything is written, as if the file never held them; so do their
+# properties, and their rejected lines (identity read from the raw text: best effort).
+_SUPPRESSIONS_EXIST: Final = "SELECT EXISTS (SELECT FROM km2pg.suppressed_identities)"
+_SUPPRESSED_NAMES: Final = """
+CREATE TEMP TABLE s_suppressed ON COMMIT DROP AS
+SELECT name FROM s_names
+ WHERE sha256(convert_to(name, 'UTF8')) IN (SELECT name_sha256 FROM km2pg.suppressed_identities);
+"""
+_SUPPRESS_LINES: Final = f"""
+WITH gone AS (
+    DELETE FROM {STAGE} s
+     WHERE s.rec IN ('e', 'p', 'a')
+       AND (s.p IN (SELECT name FROM s_suppressed) OR s.p2 IN (SELECT name FROM s_suppressed))
+    RETURNING s.lineno
+), properties AS (
+    DELETE FROM {STAGE} s WHERE s.rec = 'k' AND s.lineno IN (SELECT lineno FROM gone)
+)
+SELECT count(*) FROM gone
+"""
+_IDENTITY_IN_RAW: Final = r'"_p2?"\s*:\s*"([^"\\]*)"'
+"""An identity as a rejected line spells it (a JSON string without escapes)."""
+_SUPPRESS_REJECTS: Final = f"""
+DELETE FROM {STAGE} s
+ WHERE s.rec = 'r'
+   AND EXISTS (SELECT FROM regexp_matches(s.value, :pattern, 'g') AS m (v)
+                WHERE sha256(convert_to(m.v[1], 'UTF8'))
+                      IN (SELECT name_sha256 FROM km2pg.suppressed_identities))
+"""
+
+
+def suppressions_exist(con: Connection) -> bool:
+    """Whether any identity was ever forgotten (one cheap query; loads skip the rest if not)."""
+    return bool(db.scalar(con, _SUPPRESSIONS_EXIST))
+
+
+def suppress_rejects(con: Connection) -> int:
+    """Drop the staged rejected lines of forgotten identities; returns how many."""
+    con.run(_SUPPRESS_REJECTS, pattern=_IDENTITY_IN_RAW)
+    return int(con.row_count or 0)
+
+
+def _suppress_lines(con: Connection) -> int:
+    """Drop the staged lines of forgotten identities (``s_names`` made); returns how many."""
+    con.run(_SUPPRESSED_NAMES)
+    if not db.scalar(con, "SELECT EXISTS (SELECT FROM s_suppressed)"):
+        return 0
+    gone = int(db.scalar(con, _SUPPRESS_LINES))
+    # The file's names without theirs (an identity seen only beside them stays unknown).
+    con.run("DROP TABLE s_names, s_suppressed")
+    con.run(_NAMES_STAGED)
+    return gone
+
 
 # New identities take the fast path too: a plain INSERT, redone with ON CONFLICT when a concurrent
 # loader added one of the same names first.
@@ -404,14 +461,21 @@ def insert_facts(
     revision: int,
     names: StagedNames,
     timings: dict[str, float] | None = None,
+    *,
+    suppress: bool = False,
 ) -> RowCounts:
     """Dictionaries, then events, actions and properties, from the staging table.
 
-    Returns the rows this load added (a reload adds none). ``timings`` collects each step's
-    seconds.
+    Returns the rows this load added (a reload adds none). With ``suppress``, the lines of
+    forgotten identities are dropped first and counted. ``timings`` collects each step's seconds.
     """
     clock = _Clock(timings)
     con.run(_NAMES_STAGED)
+    suppressed = _suppress_lines(con) if suppress else 0
+    if suppressed:
+        # Their action and key names may be theirs alone: take the names from staging instead.
+        names = StagedNames(actions=None, keys=None)
+        clock.lap("suppress")
     _insert(con, _USERS, _USERS_SAFE)
     con.run(_USERS_STAGED)
     clock.lap("users")
@@ -430,7 +494,13 @@ def insert_facts(
     con.run(_ALIASES)
     aliases = int(con.row_count or 0)
     clock.lap("aliases")
-    return RowCounts(events=events, actions=actions, properties=properties, aliases=aliases)
+    return RowCounts(
+        events=events,
+        actions=actions,
+        properties=properties,
+        aliases=aliases,
+        suppressed=suppressed,
+    )
 
 
 class _Clock:

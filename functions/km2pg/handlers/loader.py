@@ -93,6 +93,7 @@ def report(result: LoadResult, location: str) -> None:
         "lines": result.lines,
         "events": result.events,
         "rejects": result.rejects,
+        "suppressed": result.suppressed,
         "seconds": round(result.seconds, 3),
         "timings": result.timings,
     }
