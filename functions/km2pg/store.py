@@ -289,24 +289,44 @@ ANALYZE s_names;
 
 # Forgotten identities (km2pg.forget): the list holds SHA-256 hashes of names, so the file's
 # distinct names are hashed (not its lines), and only while the list is not empty. Their lines go
-# from staging before anything is written, as if the file never held them; so do their
-# properties, and their rejected lines (identity read from the raw text: best effort).
+# from staging before anything is written, as if the file never held them: their events and
+# property sets with their properties, their aliases, and their rejected lines (the identity read
+# from the raw text: best effort). A name seen only in their alias lines is not created either.
 _SUPPRESSIONS_EXIST: Final = "SELECT EXISTS (SELECT FROM km2pg.suppressed_identities)"
 _SUPPRESSED_NAMES: Final = """
 CREATE TEMP TABLE s_suppressed ON COMMIT DROP AS
 SELECT name FROM s_names
  WHERE sha256(convert_to(name, 'UTF8')) IN (SELECT name_sha256 FROM km2pg.suppressed_identities);
+CREATE TEMP TABLE s_partners (name text NOT NULL) ON COMMIT DROP;
 """
+# Joins whose small side is the suppressed names: one pass over the staged lines.
 _SUPPRESS_LINES: Final = f"""
-WITH gone AS (
-    DELETE FROM {STAGE} s
-     WHERE s.rec IN ('e', 'p', 'a')
-       AND (s.p IN (SELECT name FROM s_suppressed) OR s.p2 IN (SELECT name FROM s_suppressed))
+WITH lines AS (
+    DELETE FROM {STAGE}_lines s USING s_suppressed x WHERE s.p = x.name
     RETURNING s.lineno
+), aliases AS (
+    DELETE FROM {STAGE}_aliases s
+     WHERE s.rec = 'a'
+       AND (s.p IN (SELECT name FROM s_suppressed) OR s.p2 IN (SELECT name FROM s_suppressed))
+    RETURNING s.p, s.p2
 ), properties AS (
-    DELETE FROM {STAGE} s WHERE s.rec = 'k' AND s.lineno IN (SELECT lineno FROM gone)
+    DELETE FROM {STAGE}_properties s USING lines l WHERE s.lineno = l.lineno
+), partners AS (
+    INSERT INTO s_partners (name) SELECT p FROM aliases UNION SELECT p2 FROM aliases
 )
-SELECT count(*) FROM gone
+SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM aliases)
+"""
+# Their names, and the partners of their aliases that no other line of the file names.
+_FORGET_NAMES: Final = f"""
+DELETE FROM s_names
+ WHERE name IN (SELECT name FROM s_suppressed UNION ALL SELECT name FROM s_partners)
+   AND name NOT IN (SELECT s.p FROM {STAGE}_lines s JOIN s_partners x ON s.p = x.name
+                    UNION ALL
+                    SELECT s.p FROM {STAGE}_aliases s JOIN s_partners x ON s.p = x.name
+                     WHERE s.rec = 'a'
+                    UNION ALL
+                    SELECT s.p2 FROM {STAGE}_aliases s JOIN s_partners x ON s.p2 = x.name
+                     WHERE s.rec = 'a')
 """
 _IDENTITY_IN_RAW: Final = r'"_p2?"\s*:\s*"([^"\\]*)"'
 """An identity as a rejected line spells it (a JSON string without escapes)."""
@@ -336,9 +356,7 @@ def _suppress_lines(con: Connection) -> int:
     if not db.scalar(con, "SELECT EXISTS (SELECT FROM s_suppressed)"):
         return 0
     gone = int(db.scalar(con, _SUPPRESS_LINES))
-    # The file's names without theirs (an identity seen only beside them stays unknown).
-    con.run("DROP TABLE s_names, s_suppressed")
-    con.run(_NAMES_STAGED)
+    con.run(_FORGET_NAMES)
     return gone
 
 
@@ -472,9 +490,7 @@ def insert_facts(
     clock = _Clock(timings)
     con.run(_NAMES_STAGED)
     suppressed = _suppress_lines(con) if suppress else 0
-    if suppressed:
-        # Their action and key names may be theirs alone: take the names from staging instead.
-        names = StagedNames(actions=None, keys=None)
+    if suppress:
         clock.lap("suppress")
     _insert(con, _USERS, _USERS_SAFE)
     con.run(_USERS_STAGED)

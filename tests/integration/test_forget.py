@@ -4,6 +4,7 @@ them back, a forced reload of every file with the ledger cleared included."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from km2pg.forget import ForgetResult, forget, identity_hash
 from km2pg.sources import discover_local
 from km2pg.synth import generate_export
 from tests.conftest import create_database, drop_database
-from tests.helpers import canonical_dump, check_invariants, dsn_of
+from tests.helpers import canonical_dump, check_invariants, dsn_of, write_export
 
 NOW = int(time.time())
 END = datetime.fromtimestamp(NOW, UTC)
@@ -214,3 +215,52 @@ def test_the_cli_prints_counts_never_names(database, tmp_path, capsys):
         assert "ann" not in text
     with db.connection(database) as con:
         assert not {*ANN, *NEWCOMERS} & names_in(con)
+
+
+def test_forget_waits_for_a_load_in_flight_and_holds_new_loads_off(database, con, tmp_path):
+    load_all(con, write_files(tmp_path, with_ann=True))
+    loader = db.connect(database)
+    try:
+        # What a load holds from its start to its commit (store.lock_for_load).
+        loader.run("BEGIN")
+        loader.run(
+            "SELECT pg_advisory_xact_lock_shared(:ns, :key)",
+            ns=db.LOCK_NAMESPACE,
+            key=db.LOCK_PARTITIONS,
+        )
+        results: list[ForgetResult] = []
+        forgetting = threading.Thread(target=lambda: results.append(forget(con, ["ann"])))
+        forgetting.start()
+        forgetting.join(1.0)
+        assert forgetting.is_alive(), "forget must wait for the load in flight"
+        loader.run("COMMIT")
+        forgetting.join(60)
+        assert results[0].identities == 6
+    finally:
+        db.close_quietly(loader)
+
+
+def test_a_failed_file_keeps_its_rejects_but_not_those_of_a_forgotten_identity(con, tmp_path):
+    forget(con, ["ann"])
+    bad = ["garbage"] * 5 + [json.dumps({"_p": "ann", "_t": 5, "_n": "far too early"})]
+    write_export(tmp_path, 1, [*bad, json.dumps({"_p": "bob", "_t": NOW, "_n": "visited site"})])
+    [result] = [load.load_file(con, file) for file in discover_local(tmp_path)]
+    assert (result.status, result.rejects, result.suppressed) == ("failed", 5, 1)
+    raws = [raw for (raw,) in db.rows(con, "select raw from km2pg.rejects")]
+    assert raws == ["garbage"] * 5
+
+
+def test_a_name_seen_only_beside_a_forgotten_identity_is_not_created(con, tmp_path):
+    forget(con, ["ann"])
+    write_export(
+        tmp_path,
+        1,
+        [
+            json.dumps({"_p": "lonely", "_p2": "ann", "_t": NOW - 10}),
+            json.dumps({"_p": "ann", "_p2": "friend", "_t": NOW - 9}),
+            json.dumps({"_p": "friend", "_t": NOW - 8, "_n": "visited site"}),
+        ],
+    )
+    [result] = [load.load_file(con, file) for file in discover_local(tmp_path)]
+    assert (result.status, result.suppressed, result.events) == ("loaded", 2, 1)
+    assert names_in(con) == {"friend"}
