@@ -290,16 +290,20 @@ ANALYZE s_names;
 # Forgotten identities (km2pg.forget): the list holds SHA-256 hashes of names, so the file's
 # distinct names are hashed (not its lines), and only while the list is not empty. Their lines go
 # from staging before anything is written, as if the file never held them: their events and
-# property sets with their properties, their aliases, and their rejected lines (the identity read
-# from the raw text: best effort). A name seen only in their alias lines is not created either.
+# property sets (with them, their properties), their aliases, and their rejected lines (the
+# identity read from the raw text: best effort). A name seen only in their alias lines is not
+# created either.
 _SUPPRESSIONS_EXIST: Final = "SELECT EXISTS (SELECT FROM km2pg.suppressed_identities)"
 _SUPPRESSED_NAMES: Final = """
 CREATE TEMP TABLE s_suppressed ON COMMIT DROP AS
 SELECT name FROM s_names
  WHERE sha256(convert_to(name, 'UTF8')) IN (SELECT name_sha256 FROM km2pg.suppressed_identities);
 CREATE TEMP TABLE s_partners (name text NOT NULL) ON COMMIT DROP;
+-- A handful of rows: so the planner knows, and hashes them rather than the staged lines.
+ANALYZE s_suppressed;
 """
-# Joins whose small side is the suppressed names: one pass over the staged lines.
+# Joins whose small side is the suppressed names: one pass over the staged lines. Their
+# properties may stay staged: they reach the database only through their line's event.
 _SUPPRESS_LINES: Final = f"""
 WITH lines AS (
     DELETE FROM {STAGE}_lines s USING s_suppressed x WHERE s.p = x.name
@@ -309,17 +313,19 @@ WITH lines AS (
      WHERE s.rec = 'a'
        AND (s.p IN (SELECT name FROM s_suppressed) OR s.p2 IN (SELECT name FROM s_suppressed))
     RETURNING s.p, s.p2
-), properties AS (
-    DELETE FROM {STAGE}_properties s USING lines l WHERE s.lineno = l.lineno
 ), partners AS (
-    INSERT INTO s_partners (name) SELECT p FROM aliases UNION SELECT p2 FROM aliases
+    INSERT INTO s_partners (name)
+    SELECT p FROM aliases UNION SELECT p2 FROM aliases EXCEPT SELECT name FROM s_suppressed
 )
 SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM aliases)
 """
-# Their names, and the partners of their aliases that no other line of the file names.
-_FORGET_NAMES: Final = f"""
+_FORGET_NAMES: Final = "DELETE FROM s_names WHERE name IN (SELECT name FROM s_suppressed)"
+# Identities aliased to a forgotten one that no other line of the file names (usually none: a
+# person's identities are forgotten together).
+_FORGET_PARTNERS: Final = f"""
+ANALYZE s_partners;
 DELETE FROM s_names
- WHERE name IN (SELECT name FROM s_suppressed UNION ALL SELECT name FROM s_partners)
+ WHERE name IN (SELECT name FROM s_partners)
    AND name NOT IN (SELECT s.p FROM {STAGE}_lines s JOIN s_partners x ON s.p = x.name
                     UNION ALL
                     SELECT s.p FROM {STAGE}_aliases s JOIN s_partners x ON s.p = x.name
@@ -357,6 +363,8 @@ def _suppress_lines(con: Connection) -> int:
         return 0
     gone = int(db.scalar(con, _SUPPRESS_LINES))
     con.run(_FORGET_NAMES)
+    if db.scalar(con, "SELECT EXISTS (SELECT FROM s_partners)"):
+        con.run(_FORGET_PARTNERS)
     return gone
 
 
