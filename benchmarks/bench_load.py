@@ -33,7 +33,8 @@ from common import (
     run_load,
     work_folder,
 )
-from km2pg import db, local, synth
+from km2pg import db
+from km2pg.cli import local, synth
 from km2pg.dsn import ConnectionSettings
 from km2pg.load import LoadResult, load_file, prepare_connection
 from km2pg.sources import local_file

@@ -20,7 +20,8 @@ from typing import Final
 
 import psutil  # type: ignore[import-untyped]
 
-from km2pg import db, local
+from km2pg import db
+from km2pg.cli import local
 from km2pg.dsn import ConnectionSettings
 
 RSS_POLL_SECONDS: Final = 0.02

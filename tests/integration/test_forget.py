@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from km2pg import db, load
-from km2pg.cli import main
+from km2pg.cli.commands import main
+from km2pg.cli.synth import generate_export
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import ConfigError
 from km2pg.forget import ForgetResult, forget, identity_hash
 from km2pg.sources import discover_local
-from km2pg.synth import generate_export
 from tests.conftest import create_database, drop_database
 from tests.helpers import canonical_dump, check_invariants, dsn_of, write_export
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from km2pg import db, load
-from km2pg.cli import main
+from km2pg.cli.commands import main
+from km2pg.cli.synth import generate_export
 from km2pg.sources import discover_local
 from km2pg.status import status
-from km2pg.synth import generate_export
 from tests.helpers import dsn_of, write_export
 
 PLAIN = ("users", "aliases", "actions", "keys", "files", "rejects")

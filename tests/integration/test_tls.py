@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from km2pg import db
-from km2pg.cli import main
+from km2pg.cli.commands import main
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.errors import DatabaseUnavailable, ServerNotTrusted
 

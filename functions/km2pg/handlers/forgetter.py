@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from km2pg.contract import Metric
 from km2pg.errors import ConfigError
 from km2pg.forget import forget
 from km2pg.handlers.observability import logger, metrics, tracer
@@ -43,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = result.as_json()
     if not dry_run:
         metrics.add_metric(
-            name="IdentitiesForgotten", unit=MetricUnit.Count, value=result.identities
+            name=Metric.IDENTITIES_FORGOTTEN, unit=MetricUnit.Count, value=result.identities
         )
     logger.info("forget dry run" if dry_run else "forgot", extra=summary)
     return summary
