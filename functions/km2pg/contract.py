@@ -67,9 +67,11 @@ class Metric:
     DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
     """Invocations that could not reach (or lost) the database."""
     CONFIG_ERRORS: Final = "ConfigErrors"
-    """Invocations stopped by a configuration error (a missing CA file, a malformed secret)."""
+    """Invocations stopped by a setting no retry can help (an unusable CA file, a server failing
+    TLS verification, a malformed secret)."""
     FILES_OVERDUE: Final = "FilesOverdue"
     """Export files older than the reconciler's grace period that the ledger has not settled."""
+    IDENTITIES_FORGOTTEN: Final = "IdentitiesForgotten"
 
 
 class Handler:

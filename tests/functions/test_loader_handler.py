@@ -465,3 +465,29 @@ def test_the_first_message_is_taken_whatever_the_time_left(aws, database, monkey
     event = sqs_event(*(s3_notification((k, put(aws, k, export_body(1, k)))) for k in keys))
     assert failures(loader.handler(event, ClockContext(300_000))) == ["m1"]
     assert [path for path, _ in ledger(database)] == keys[:1]
+
+
+def test_an_unusable_ca_file_is_a_configuration_error_not_an_unavailable_database(
+    aws, database, context, capsys, caplog, monkeypatch
+):
+    monkeypatch.setenv("KM2PG_DB_SSLMODE", "verify-full")
+    monkeypatch.setenv("KM2PG_DB_SSLROOTCERT", "/nonexistent/ca.pem")
+    # Over TCP, as deployed (a Unix socket never uses TLS). Nothing listens there: had the
+    # loader tried to connect before reading its CA file, this would be "database unavailable".
+    secret = json.loads(aws.secrets.get_secret_value(SecretId=aws.secret_arn)["SecretString"])
+    secret.update(host="127.0.0.1", port=1)
+    aws.secrets.put_secret_value(SecretId=aws.secret_arn, SecretString=json.dumps(secret))
+    runtime.reset()
+    meta = put(aws, "revisions/80.json", export_body(80))
+    event = sqs_event(s3_notification(("revisions/80.json", meta)), TEST_EVENT)
+    assert failures(loader.handler(event, context)) == []  # acknowledged: no retry loop
+    ours = [r for r in caplog.records if r.name == "km2pg" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in ours] == [
+        "configuration error: no file can load until it is fixed; the batch is acknowledged "
+        "unloaded and the reconciler queues its files again after the fix"
+    ]
+    assert ours[0].error == "sslrootcert file /nonexistent/ca.pem not found"
+    assert ours[0].exc_info is None
+    assert "database unavailable" not in caplog.text
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    assert [doc["ConfigErrors"] for doc in emf if "ConfigErrors" in doc] == [[1.0]]

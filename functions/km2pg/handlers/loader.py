@@ -72,6 +72,17 @@ def load_message(record: SQSRecord, database_down: bool = False) -> None:
 
 
 def load_object(ref: ObjectRef) -> LoadResult:
+    try:
+        return _load_object(ref)
+    except ConfigError as error:
+        # Met mid-batch (a reconnect after the batch's first connection): this message comes
+        # back once, and the next batch's preflight acknowledges it (no retry loop).
+        metrics.add_metric(name=Metric.CONFIG_ERRORS, unit=MetricUnit.Count, value=1)
+        logger.error("configuration error while loading a file", error=str(error))
+        raise
+
+
+def _load_object(ref: ObjectRef) -> LoadResult:
     rt = runtime()
     location = f"s3://{ref.bucket}/{ref.key}"
     logger.set_correlation_id(location)
@@ -108,6 +119,7 @@ def report(result: LoadResult, location: str) -> None:
         "lines": result.lines,
         "events": result.events,
         "rejects": result.rejects,
+        "suppressed": result.suppressed,
         "seconds": round(result.seconds, 3),
         "timings": result.timings,
     }
