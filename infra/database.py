@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import (
+    Annotations,
     Aws,
     CfnOutput,
     CfnRule,
@@ -50,6 +51,14 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._kms_key_arn = settings.db_secret_kms_key_arn
+        if settings.db_ssl_mode != "verify-full":
+            Annotations.of(self).add_warning_v2(
+                "km2pg:dbSslModeUnverified",
+                f"dbSslMode {settings.db_ssl_mode}: the functions do not check the database "
+                "server's identity (verify-full does), so whoever can intercept their traffic "
+                "can pose as the database and read its password. Keep it for a server whose "
+                "certificate no CA you can ship signs.",
+            )
         self._existing_region: str | None = None
         self.instance: rds.DatabaseInstance | None = None
         if settings.new_database is not None:

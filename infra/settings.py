@@ -75,7 +75,12 @@ KMS_KEY_ARN = Shape(
     "a KMS key ARN",
     "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 )
-ABSOLUTE_PATH = Shape(r"^/\S+$", "an absolute path in the function", "/var/task/certs/ca.pem")
+ROOT_CERT = Shape(
+    r"^(rds|system|/\S+)$",
+    "rds (the bundled Amazon RDS CAs), system (the OS trust store) or an absolute path in the "
+    "function",
+    "/var/task/certs/ca.pem",
+)
 INSTANCE_CLASS = Shape(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", "an instance class", "t4g.micro")
 DB_NAME = Shape(r"^[a-z][a-z0-9_]{0,62}$", "a lowercase letter, then a-z, 0-9 or _", "km2pg")
 VPC_ID = Shape(r"^vpc-[0-9a-f]{8,17}$", "a VPC id", "vpc-0123456789abcdef0")
@@ -217,12 +222,15 @@ class Settings(BaseModel):
         None, description="the KMS key of that secret, if not the AWS-managed one"
     )
     db_ssl_mode: Annotated[Text, OneOf(SSLMODES)] = Field(
-        "require",
-        description="libpq sslmode of the functions' connections; "
-        "`disable`, `allow` and `prefer` only in a VPC",
+        "verify-full",
+        description="libpq sslmode of the functions' connections (always `verify-full` with "
+        "`createDatabase`); `require` (encrypted, unauthenticated) warns at synth; `disable`, "
+        "`allow` and `prefer` only in a VPC",
     )
-    db_ssl_root_cert: Annotated[str, ABSOLUTE_PATH] | None = Field(
-        None, description="CA bundle path for `verify-ca`/`verify-full`"
+    db_ssl_root_cert: Annotated[str, ROOT_CERT] | None = Field(
+        "rds",
+        description="the roots `verify-ca`/`verify-full` trust: `rds` (the Amazon RDS CAs "
+        "shipped in the function), `system`, or a CA bundle's path",
     )
     create_database: Flag = Field(False, description="create an RDS for PostgreSQL instance")
     db_instance_class: Annotated[str, INSTANCE_CLASS, NEW_DB] = Field(
@@ -453,8 +461,20 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _tls_and_endpoint_rules(self) -> Self:
-        if self.db_ssl_mode == "verify-full" and not self.db_ssl_root_cert:
-            raise SettingsError("dbSslMode verify-full needs dbSslRootCert (a CA bundle path)")
+        if self.db_ssl_mode in ("verify-ca", "verify-full") and not self.db_ssl_root_cert:
+            raise SettingsError(
+                f"dbSslMode {self.db_ssl_mode} needs dbSslRootCert (rds, system or a CA "
+                "bundle's path)"
+            )
+        if self.create_database and (self.db_ssl_mode, self.db_ssl_root_cert) != (
+            "verify-full",
+            "rds",
+        ):
+            raise SettingsError(
+                "createDatabase connects to RDS with dbSslMode verify-full and dbSslRootCert rds "
+                f"(the defaults), not {self.db_ssl_mode} with {self.db_ssl_root_cert}: "
+                "leave both unset"
+            )
         if not self.in_vpc and self.db_ssl_mode in UNENCRYPTED_SSLMODES:
             raise SettingsError(
                 "without a VPC the database is reached over the internet: dbSslMode must be "

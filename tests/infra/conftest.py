@@ -75,6 +75,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "reconcileSchedule": "rate(30 minutes)",
         "alarmEmail": "alerts@example.org",
         "stalledHours": "12",
+        "dbSslMode": "require",  # a server no shippable CA signs: encrypted, warned about
         "dbSecretKmsKeyArn": SECRET_KEY_ARN,
     },
     # A new database in a new isolated VPC; a new bucket announced through EventBridge.

@@ -10,6 +10,9 @@ import pytest
 from aws_cdk import aws_sqs as sqs
 from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 from infra.app import build_app
+from infra.functions import FUNCTIONS_DIR, CaBundleMissing, check_ca_bundle
+
+from km2pg.tls import RDS_CA_BUNDLE_PACKAGE_PATH
 
 from .conftest import NO_BUNDLING, USER_VALUES, Synth, cdk_json_context
 
@@ -24,6 +27,9 @@ def test_cdk_nag_leaves_no_open_finding(every_configuration: Synth) -> None:
         for violation in plugin.get("violations", [])
         for construct in violation["violatingConstructs"]
     ]
+    if every_configuration.stack.settings.db_ssl_mode != "verify-full":
+        # CDK lists warnings in the report too (they do not fail the synth): this one is meant.
+        violations.remove(("Annotation::km2pg:dbSslModeUnverified", "Km2pg/Database"))
     assert violations == []
 
 
@@ -44,14 +50,35 @@ def test_every_acknowledged_finding_has_a_reason(every_configuration: Synth) -> 
     assert all(acknowledged.values())
 
 
-def test_no_warnings_or_errors_from_cdk(every_configuration: Synth) -> None:
+def test_no_warnings_or_errors_from_cdk_but_for_an_unverified_database(
+    every_configuration: Synth,
+) -> None:
     messages = [
         (path, entry["type"], entry["data"])
         for path, entries in every_configuration.metadata().items()
         for entry in entries
         if entry["type"] in ("aws:cdk:warning", "aws:cdk:error")
     ]
-    assert messages == []
+    if every_configuration.stack.settings.db_ssl_mode == "verify-full":
+        assert messages == []
+        return
+    ((path, kind, text),) = messages
+    assert (path, kind) == ("/Km2pg/Database", "aws:cdk:warning")
+    assert text.startswith(
+        "dbSslMode require: the functions do not check the database server's identity"
+    )
+    assert text.endswith("[ack: km2pg:dbSslModeUnverified]")
+
+
+def test_synth_fails_without_the_rds_ca_bundle(tmp_path: Path) -> None:
+    with pytest.raises(CaBundleMissing, match="is missing or holds no certificate"):
+        check_ca_bundle(tmp_path)
+    bundle = tmp_path / RDS_CA_BUNDLE_PACKAGE_PATH
+    bundle.parent.mkdir(parents=True)
+    bundle.write_text("")
+    with pytest.raises(CaBundleMissing, match="make rds-ca"):
+        check_ca_bundle(tmp_path)
+    assert check_ca_bundle() == FUNCTIONS_DIR / RDS_CA_BUNDLE_PACKAGE_PATH
 
 
 def test_cdk_nag_runs_in_every_synth_and_fails_it_on_an_open_finding(tmp_path: Path) -> None:

@@ -258,7 +258,8 @@ def test_environment_of_each_function(default: Synth) -> None:
     }
     common = {
         "KM2PG_DB_SECRET_ARN": default.stack.settings.db_secret_arn,
-        "KM2PG_DB_SSLMODE": "require",
+        "KM2PG_DB_SSLMODE": "verify-full",
+        "KM2PG_DB_SSLROOTCERT": "rds",
         "POWERTOOLS_SERVICE_NAME": "km2pg",
         "POWERTOOLS_METRICS_NAMESPACE": "km2pg",
         "POWERTOOLS_LOG_LEVEL": "INFO",

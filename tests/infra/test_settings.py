@@ -61,7 +61,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.prune_schedule.expression == "rate(1 day)"
     assert s.reconcile_schedule.expression == "rate(1 hour)"
     assert s.export_prefix == "revisions/"
-    assert s.db_ssl_mode == "require"
+    assert (s.db_ssl_mode, s.db_ssl_root_cert) == ("verify-full", "rds")
     assert s.queue_visibility_seconds == 6 * s.loader.timeout_seconds
 
 
@@ -140,7 +140,19 @@ def test_endpoints_are_only_made_for_private_subnets_without_nat() -> None:
         ({**EXISTING_DB, "eventBridge": "maybe"}, "eventBridge must be true or false"),
         ({**EXISTING_DB, "pruneSchedule": "every day"}, "pruneSchedule must be rate"),
         ({**EXISTING_DB, "pruneSchedule": "rate(1 days)"}, "rate(1 day) or rate(N days)"),
-        ({**EXISTING_DB, "dbSslMode": "verify-full"}, "needs dbSslRootCert"),
+        (
+            {**EXISTING_DB, "dbSslMode": "verify-ca", "dbSslRootCert": None},
+            "dbSslMode verify-ca needs dbSslRootCert",
+        ),
+        ({**EXISTING_DB, "dbSslRootCert": "certs/ca.pem"}, "dbSslRootCert is malformed"),
+        (
+            {"createDatabase": True, "dbSslMode": "require"},
+            "createDatabase connects to RDS with dbSslMode verify-full and dbSslRootCert rds",
+        ),
+        (
+            {"createDatabase": True, "dbSslRootCert": "system"},
+            "not verify-full with system",
+        ),
         ({**EXISTING_DB, "dbSslMode": "disable"}, "over the internet"),
         ({**EXISTING_DB, "natGateway": True}, "set vpcId too"),
         ({**EXISTING_DB, "privateSubnetIds": ["subnet-0aaaaaaaaaaaaaaa1"]}, "set vpcId too"),
@@ -286,5 +298,6 @@ def test_json_null_means_not_set_unless_the_setting_takes_null() -> None:
 
 @pytest.mark.parametrize("mode", SSLMODES)
 def test_every_sslmode_the_functions_accept_is_a_setting(mode: str) -> None:
-    chosen = settings(createDatabase=True, dbSslMode=mode, dbSslRootCert="/var/task/ca.pem")
+    in_vpc = {**VPC, "dbSecurityGroupId": "sg-0123456789abcdef0"}
+    chosen = settings(**EXISTING_DB, **in_vpc, dbSslMode=mode, dbSslRootCert="/var/task/ca.pem")
     assert chosen.db_ssl_mode == mode
