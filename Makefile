@@ -12,7 +12,7 @@ NODE_STAMP := node_modules/.package-lock.json
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
 	@echo "make test       the whole test suite (embedded PostgreSQL, or \$$KM2PG_TEST_DSN)"
-	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make lint       ruff (lint + format check), mypy, checkov on the synthesized templates"
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
@@ -43,6 +43,7 @@ lint: install
 	$(BIN)/ruff format --check functions tests benchmarks infra layers
 	$(BIN)/mypy
 	$(BIN)/mypy infra layers tests/infra benchmarks
+	$(BIN)/python -m tests.infra.checkov_scan
 
 format: install
 	$(BIN)/ruff check --fix functions tests benchmarks infra layers
