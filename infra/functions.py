@@ -306,3 +306,20 @@ class ReconcilerFunction(ScheduledFunction):
         exports.grant_list_exports(self.role)
         exports.grant_read_exports(self.role)
         queue.queue.grant_send_messages(self.role)
+
+
+class ForgetterFunction(KmFunction):
+    """Forgets persons for a privacy request, invoked by hand (``aws lambda invoke``); nothing
+    triggers it. Its role may read the database secret and write its logs, nothing else."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, commons: FunctionCommons) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            commons=commons,
+            handler=Handler.FORGETTER,
+            description="km2pg: forget persons (privacy requests), invoked by hand",
+            size=commons.settings.forgetter,
+            environment={},
+            reserved_concurrency=None,
+        )

@@ -59,6 +59,7 @@ DB_ENGINE_VERSIONS: Final = ("16", "17")
 UNENCRYPTED_SSLMODES: Final = ("disable", "allow", "prefer")
 """The sslmodes that may talk in plain text: refused where the database is on the internet."""
 
+FORGETTER_MEMORY_MB: Final = 512
 DAY: Final = 86_400
 HOUR: Final = 3_600
 
@@ -186,6 +187,9 @@ class Settings(BaseModel):
     pruner_timeout_seconds: Whole = _timeout(900, "pruner")
     reconciler_memory_mb: Whole = _memory(512, "reconciler")
     reconciler_timeout_seconds: Whole = _timeout(300, "reconciler")
+    forgetter_timeout_seconds: Whole = _timeout(
+        900, "forgetter", "; it deletes a person's rows in one transaction"
+    )
     scheduled_reserved_concurrency: OptionalWhole = Field(
         1,
         ge=1,
@@ -307,6 +311,10 @@ class Settings(BaseModel):
     @property
     def reconciler(self) -> FunctionSize:
         return FunctionSize(self.reconciler_memory_mb, self.reconciler_timeout_seconds)
+
+    @property
+    def forgetter(self) -> FunctionSize:
+        return FunctionSize(FORGETTER_MEMORY_MB, self.forgetter_timeout_seconds)
 
     @property
     def network(self) -> Network | None:

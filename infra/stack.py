@@ -10,6 +10,7 @@ from constructs import Construct
 from infra.database import Database
 from infra.export_bucket import ExportBucket
 from infra.functions import (
+    ForgetterFunction,
     FunctionCommons,
     LoaderFunction,
     PrunerFunction,
@@ -58,6 +59,7 @@ class Km2pgStack(Stack):
         self.reconciler = ReconcilerFunction(
             self, "Reconciler", commons=commons, queue=self.load_queue, exports=self.exports
         )
+        self.forgetter = ForgetterFunction(self, "Forgetter", commons=commons)
         monitored: dict[str, Any] = {
             "queue": self.load_queue,
             "loader": self.loader,
@@ -78,6 +80,7 @@ class Km2pgStack(Stack):
         CfnOutput(self, "LoaderFunctionName", value=self.loader.function.function_name)
         CfnOutput(self, "PrunerFunctionName", value=self.pruner.function.function_name)
         CfnOutput(self, "ReconcilerFunctionName", value=self.reconciler.function.function_name)
+        CfnOutput(self, "ForgetterFunctionName", value=self.forgetter.function.function_name)
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard.dashboard_name)
         if self.network is not None:
             CfnOutput(

@@ -80,6 +80,7 @@ class Handler:
     LOADER: Final = "km2pg.handlers.loader.handler"
     PRUNER: Final = "km2pg.handlers.pruner.handler"
     RECONCILER: Final = "km2pg.handlers.reconciler.handler"
+    FORGETTER: Final = "km2pg.handlers.forgetter.handler"
 
 
 def names(group: type) -> frozenset[str]:

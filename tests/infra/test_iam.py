@@ -90,6 +90,25 @@ def test_pruner_reads_only_its_secret(default: Synth) -> None:
     assert set(allowed) == {"logs:CreateLogStream", "logs:PutLogEvents", *XRAY}
 
 
+def test_forgetter_reads_only_its_secret_and_nothing_invokes_it(default: Synth) -> None:
+    forgetter = default.stack.forgetter
+    allowed = by_action(default, forgetter)
+    assert allowed.pop("secretsmanager:GetSecretValue") == [default.stack.settings.db_secret_arn]
+    assert allowed.pop("logs:CreateLogStream") == [log_group_arn(default, forgetter)]
+    assert allowed.pop("logs:PutLogEvents") == [log_group_arn(default, forgetter)]
+    assert set(allowed) == XRAY
+    logical_id = default.logical_id(forgetter.function)
+    references = ({"Ref": logical_id}, {"Fn::GetAtt": [logical_id, "Arn"]})
+    triggers = [
+        resource
+        for kind in ("AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping")
+        for resource in default.resources(kind).values()
+        if resource["Properties"]["FunctionName"] in references
+    ]
+    assert triggers == [], "nothing may invoke the forgetter but a person with lambda:Invoke"
+    assert "ForgetterFunctionName" in default.template["Outputs"]
+
+
 def test_a_secret_under_its_own_key_may_be_decrypted_only_through_secrets_manager(
     vpc_nat: Synth,
 ) -> None:

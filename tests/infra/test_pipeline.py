@@ -13,11 +13,12 @@ HANDLERS = {
     "km2pg.handlers.loader.handler",
     "km2pg.handlers.pruner.handler",
     "km2pg.handlers.reconciler.handler",
+    "km2pg.handlers.forgetter.handler",
 }
 
 
 def km2pg_functions(synth: Synth) -> dict[str, dict[str, Any]]:
-    """The three km2pg functions by handler (CDK's own helper functions left out)."""
+    """The km2pg functions by handler (CDK's own helper functions left out)."""
     found = {
         resource["Properties"]["Handler"]: resource["Properties"]
         for resource in synth.resources("AWS::Lambda::Function").values()
@@ -236,6 +237,7 @@ def test_memory_timeout_and_concurrency_limits(default: Synth) -> None:
         "loader": (1024, 600, None),  # bounded by the event source's maximum concurrency
         "pruner": (512, 900, 1),
         "reconciler": (512, 300, 1),
+        "forgetter": (512, 900, None),
     }
 
 
