@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra.nag import acknowledge
@@ -158,18 +159,31 @@ class ExportBucket(Construct):
             "log endlessly.",
             "AwsSolutions-S1",
         )
+        by_acl = settings.kissmetrics_access == "acl"
         bucket = s3.Bucket(
             self,
             "Bucket",
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            # With an ACL grant, ACLs must be on; "preferred" still makes an object written with
+            # bucket-owner-full-control the bucket owner's (the policy below requires that).
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED
+            if by_acl
+            else s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="export-bucket/",
             event_bridge_enabled=settings.event_bridge,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        if by_acl:
+            self._admit_kissmetrics_by_acl(bucket)
+        else:
+            self._admit_kissmetrics_by_policy(bucket)
+        return bucket
+
+    def _admit_kissmetrics_by_policy(self, bucket: s3.Bucket) -> None:
+        """List and View Permissions on the bucket, Upload/Delete on its objects."""
         kissmetrics = iam.CanonicalUserPrincipal(KISSMETRICS_CANONICAL_USER)
         bucket.add_to_resource_policy(
             iam.PolicyStatement(
@@ -187,4 +201,63 @@ class ExportBucket(Construct):
                 resources=[bucket.arn_for_objects("*")],
             )
         )
-        return bucket
+
+    def _admit_kissmetrics_by_acl(self, bucket: s3.Bucket) -> None:
+        """The grant Kissmetrics' setup page asks for, in the bucket ACL: List (READ),
+        Upload/Delete (WRITE), View Permissions (READ_ACP); the owner keeps FULL_CONTROL.
+
+        CloudFormation sets only canned ACLs, so a deploy-time call does it: GetBucketAcl gives
+        the owner's canonical id, PutBucketAcl writes the whole ACL. A bucket policy refuses
+        any upload that would not be the bucket owner's (without bucket-owner-full-control).
+        """
+        acl_rights = iam.PolicyStatement(
+            actions=["s3:GetBucketAcl", "s3:PutBucketAcl"], resources=[bucket.bucket_arn]
+        )
+        policy = cr.AwsCustomResourcePolicy.from_statements([acl_rights])
+        owner = cr.AwsCustomResource(
+            self,
+            "BucketOwner",
+            on_create=cr.AwsSdkCall(
+                service="S3",
+                action="getBucketAcl",
+                parameters={"Bucket": bucket.bucket_name},
+                output_paths=["Owner.ID"],
+                physical_resource_id=cr.PhysicalResourceId.of("export-bucket-owner"),
+            ),
+            policy=policy,
+            install_latest_aws_sdk=False,
+        )
+        owner_id = owner.get_response_field("Owner.ID")
+        put_acl = cr.AwsSdkCall(
+            service="S3",
+            action="putBucketAcl",
+            parameters={
+                "Bucket": bucket.bucket_name,
+                "GrantFullControl": f"id={owner_id}",
+                "GrantRead": f"id={KISSMETRICS_CANONICAL_USER}",
+                "GrantWrite": f"id={KISSMETRICS_CANONICAL_USER}",
+                "GrantReadACP": f"id={KISSMETRICS_CANONICAL_USER}",
+            },
+            physical_resource_id=cr.PhysicalResourceId.of("export-bucket-kissmetrics-acl"),
+        )
+        self.kissmetrics_acl = cr.AwsCustomResource(
+            self,
+            "KissmetricsAcl",
+            on_create=put_acl,
+            on_update=put_acl,
+            policy=policy,
+            install_latest_aws_sdk=False,
+        )
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EveryObjectIsTheBucketOwners",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects("*")],
+                conditions={
+                    "StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"},
+                    "StringNotEqualsIfExists": {"aws:PrincipalAccount": Stack.of(self).account},
+                },
+            )
+        )

@@ -276,7 +276,17 @@ class Dashboard(Construct):
         functions = {"loader": loader, "pruner": pruner, "reconciler": reconciler}
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.days(7))
         self.dashboard.add_widgets(
-            cw.AlarmStatusWidget(title="Alarms", alarms=list(alarms.alarms), width=24, height=4)
+            cw.AlarmStatusWidget(title="Alarms", alarms=list(alarms.alarms), width=18, height=4),
+            cw.SingleValueWidget(
+                title="Files loaded in the period (0: no file from Kissmetrics yet)",
+                metrics=[
+                    km2pg_metric(Metric.FILES_LOADED, label="files loaded"),
+                    km2pg_metric(Metric.FILES_ENQUEUED, label="files queued by the reconciler"),
+                ],
+                set_period_to_time_range=True,
+                width=6,
+                height=4,
+            ),
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(

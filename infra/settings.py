@@ -54,6 +54,9 @@ ENDPOINTS: Final = ("s3", "secretsmanager", "sqs", "xray")
 PLACEHOLDER_ACCOUNT: Final = "123456789012"
 """The account of cdk.json's example dbSecretArn: refused, so the example is never deployed."""
 
+KISSMETRICS_ACCESS: Final = ("policy", "acl")
+"""How a new export bucket admits Kissmetrics: its bucket policy, or a bucket ACL grant."""
+
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DB_ENGINE_VERSIONS: Final = ("16", "17")
 UNENCRYPTED_SSLMODES: Final = ("disable", "allow", "prefer")
@@ -155,6 +158,11 @@ class Settings(BaseModel):
     export_prefix: Annotated[str, PREFIX] = Field(
         "revisions/",
         description="where export files are; notifications, IAM and the reconciler use it",
+    )
+    kissmetrics_access: Annotated[Text, OneOf(KISSMETRICS_ACCESS)] = Field(
+        "policy",
+        description="how a new bucket lets Kissmetrics write: `policy` (bucket policy, ACLs "
+        "disabled) or `acl` (the ACL grant Kissmetrics' setup asks for)",
     )
     event_bridge: Flag = Field(
         False,
@@ -451,6 +459,15 @@ class Settings(BaseModel):
                 raise SettingsError("an RDS subnet group needs privateSubnetIds in two or more AZs")
         elif self.vpc_id is not None and not self.db_security_group_id:
             raise SettingsError("vpcId with an existing database needs dbSecurityGroupId")
+        return self
+
+    @model_validator(mode="after")
+    def _bucket_rules(self) -> Self:
+        if self.kissmetrics_access == "acl" and self.export_bucket_name is not None:
+            raise SettingsError(
+                "kissmetricsAccess acl sets up a bucket the stack creates: with exportBucketName "
+                "the bucket's ACL is yours to set (leave kissmetricsAccess at policy)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -78,11 +78,13 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "dbSslMode": "require",  # a server no shippable CA signs: encrypted, warned about
         "dbSecretKmsKeyArn": SECRET_KEY_ARN,
     },
-    # A new database in a new isolated VPC; a new bucket announced through EventBridge.
+    # A new database in a new isolated VPC; a new bucket announced through EventBridge, which
+    # admits Kissmetrics by its ACL.
     "new_database": {
         "dbSecretArn": "",
         "alarmEmail": "",
         "alarmsOptOut": True,
+        "kissmetricsAccess": "acl",
         "createDatabase": True,
         "eventBridge": True,
         "dbDeletionProtection": False,

@@ -183,6 +183,7 @@ def test_dashboard_shows_files_lines_lag_errors_durations_and_queues(default: Sy
         "Queue depth",
         "Oldest message age (seconds)",
         "Failures (per minute)",
+        "Files loaded in the period (0: no file from Kissmetrics yet)",
     ]
     for title in titles:
         assert f'\\"title\\":\\"{title}\\"' in text, title

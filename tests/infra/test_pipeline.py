@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -323,3 +324,63 @@ def test_new_bucket_lets_kissmetrics_write_through_its_policy(default: Synth) ->
     # ACLs stay disabled: whoever writes, the bucket owner owns every object.
     props = default.template["Resources"][default.logical_id(bucket)]["Properties"]
     assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
+
+def joined(value: Any) -> str:
+    """An Fn::Join's literal parts, with each reference written as <ref>."""
+    return "".join(part if isinstance(part, str) else "<ref>" for part in value["Fn::Join"][1])
+
+
+def test_kissmetrics_access_acl_grants_by_the_bucket_acl_and_keeps_objects_the_owners(
+    new_database: Synth, default: Synth
+) -> None:
+    exports = new_database.stack.exports
+    bucket = new_database.template["Resources"][new_database.logical_id(exports.bucket)]
+    assert bucket["Properties"]["OwnershipControls"] == {
+        "Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]
+    }
+    default_bucket = default.template["Resources"][default.logical_id(default.stack.exports.bucket)]
+    assert default_bucket["Properties"]["OwnershipControls"] == {
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    }
+    calls = {
+        json.loads(joined(props["Properties"]["Create"]).replace("<ref>", "REF"))["action"]: props
+        for props in new_database.resources("Custom::AWS").values()
+    }
+    assert set(calls) == {"getBucketAcl", "putBucketAcl"}
+    put = json.loads(joined(calls["putBucketAcl"]["Properties"]["Create"]).replace("<ref>", "REF"))
+    kissmetrics = f"id={KISSMETRICS_CANONICAL_USER}"
+    assert put["parameters"] == {
+        "Bucket": "REF",
+        "GrantFullControl": "id=REF",  # the owner's canonical id, read by getBucketAcl
+        "GrantRead": kissmetrics,  # List
+        "GrantWrite": kissmetrics,  # Upload/Delete
+        "GrantReadACP": kissmetrics,  # View Permissions
+    }
+    assert (
+        calls["putBucketAcl"]["Properties"]["Update"]
+        == calls["putBucketAcl"]["Properties"]["Create"]
+    )
+    policy = next(
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in new_database.resources("AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == ref(new_database, exports.bucket)
+    )
+    sids = {statement.get("Sid") for statement in policy}
+    assert "KissmetricsUploadAndDelete" not in sids
+    (owners,) = [s for s in policy if s.get("Sid") == "EveryObjectIsTheBucketOwners"]
+    assert owners["Effect"] == "Deny"
+    assert owners["Action"] == "s3:PutObject"
+    assert owners["Condition"]["StringNotEquals"] == {"s3:x-amz-acl": "bucket-owner-full-control"}
+    # The deploy-time function may read and write this bucket's ACL, nothing else.
+    rights = [
+        statement
+        for p in new_database.resources("AWS::IAM::Policy").values()
+        for statement in p["Properties"]["PolicyDocument"]["Statement"]
+        if "s3:PutBucketAcl" in statement["Action"]
+    ]
+    assert rights
+    for statement in rights:
+        assert statement["Action"] == ["s3:GetBucketAcl", "s3:PutBucketAcl"]
+        assert statement["Resource"] == arn(new_database, exports.bucket)
+    assert default.resources("Custom::AWS") == {}

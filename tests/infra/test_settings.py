@@ -185,6 +185,11 @@ def test_endpoints_are_only_made_for_private_subnets_without_nat() -> None:
         ({**EXISTING_DB, "alarmEmail": "not-an-address"}, "alarmEmail is malformed"),
         ({**EXISTING_DB, "exportPrefix": "revisions"}, "exportPrefix is malformed"),
         (
+            {**EXISTING_DB, "exportBucketName": "acme-exports", "kissmetricsAccess": "acl"},
+            "kissmetricsAccess acl sets up a bucket the stack creates",
+        ),
+        ({**EXISTING_DB, "kissmetricsAccess": "acls"}, "kissmetricsAccess must be one of"),
+        (
             {**EXISTING_DB, "loaderTimeoutSeconds": 120, "loaderTimeMarginSeconds": 120},
             "loaderTimeMarginSeconds (120) must be less than loaderTimeoutSeconds (120)",
         ),
