@@ -65,17 +65,51 @@ SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, CAST(:role AS
 """
 
 
-def create_app_role(con: Connection, password: str, role: str = APP_ROLE) -> list[str]:
+CLONE_SUFFIX: Final = "_clone"
+"""Secrets Manager's multi-user rotation alternates between a user and ``<user>_clone``."""
+
+
+def create_app_role(
+    con: Connection, password: str, role: str = APP_ROLE, clone_password: str | None = None
+) -> list[str]:
     """Create (or update) ``role``, run the migrations the database lacks, and make ``role``
-    own schema km2pg and everything in it.
+    own schema km2pg and everything in it; with ``clone_password``, also the rotation clone.
 
     The migrations run as the administrator: the first one creates the schema, which takes the
     right to create in the database, a right ``role`` does not get. Later ones run as ``role``
     too. Returns what it did (never the password).
     """
     done = create_role(con, password, role)
+    if clone_password is not None:
+        done += prepare_rotation_clone(con, role, clone_password)
     done += [f"applied {m.version:04d}_{m.name}" for m in db.migrate(con)]
     return done + hand_over(con, role)
+
+
+def prepare_rotation_clone(con: Connection, role: str, password: str) -> list[str]:
+    """Make ``<role>_clone`` log in *as* ``role``: member of it, with ``role`` as its session
+    default, so tables and partitions it creates are ``role``'s (else, after a rotation, the
+    pruner logged in as the other user could not drop them). The rotation function finds the
+    clone existing and only changes its password."""
+    clone = f"{role}{CLONE_SUFFIX}"
+    done = create_role_only(con, password, clone)
+    _execute(
+        con, "SELECT format('GRANT %I TO %I', CAST(:a AS text), CAST(:b AS text))", a=role, b=clone
+    )
+    _execute(
+        con,
+        "SELECT format('ALTER ROLE %I SET role = %L', CAST(:b AS text), CAST(:a AS text))",
+        a=role,
+        b=clone,
+    )
+    return [*done, f"{clone} acts as {role}"]
+
+
+def create_role_only(con: Connection, password: str, role: str) -> list[str]:
+    """Create ``role`` (or set its password), able to log in, without any right."""
+    exists = db.scalar(con, _ROLE_EXISTS, role=role)
+    _execute(con, _UPDATE_ROLE if exists else _CREATE_ROLE, role=role, password=password)
+    return [f"{'updated' if exists else 'created'} role {role}"]
 
 
 def create_role(con: Connection, password: str, role: str) -> list[str]:

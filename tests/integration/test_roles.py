@@ -23,8 +23,13 @@ def role(pg_admin: ConnectionSettings) -> Iterator[str]:
     name = f"km2pg_app_{uuid.uuid4().hex[:8]}"
     yield name
     with db.connection(pg_admin) as con:
-        if db.scalar(con, "SELECT count(*) FROM pg_roles WHERE rolname = CAST(:r AS name)", r=name):
-            con.run(str(db.scalar(con, "SELECT format('DROP ROLE %I', CAST(:r AS text))", r=name)))
+        for made in (f"{name}_clone", name):
+            if db.scalar(
+                con, "SELECT count(*) FROM pg_roles WHERE rolname = CAST(:r AS name)", r=made
+            ):
+                con.run(
+                    str(db.scalar(con, "SELECT format('DROP ROLE %I', CAST(:r AS text))", r=made))
+                )
 
 
 @pytest.fixture
@@ -66,9 +71,15 @@ def test_the_setup_step_creates_the_role_migrates_and_hands_everything_over(
     role: str, empty_database: ConnectionSettings, tmp_path: Path
 ) -> None:
     with db.connection(empty_database) as con:
-        done = create_app_role(con, "a-password", role=role)
+        done = create_app_role(con, "a-password", role=role, clone_password="clone-password")
     applied = [f"applied {m.version:04d}_{m.name}" for m in db.migrations()]
-    assert done[: 1 + len(applied)] == [f"created role {role}", *applied]
+    clone = f"{role}_clone"
+    assert done[: 3 + len(applied)] == [
+        f"created role {role}",
+        f"created role {clone}",
+        f"{clone} acts as {role}",
+        *applied,
+    ]
     assert "ALTER TABLE km2pg.files" in done
     app = replace(empty_database, user=role, password="a-password")
     with db.connection(app) as con:
@@ -76,6 +87,11 @@ def test_the_setup_step_creates_the_role_migrates_and_hands_everything_over(
         assert db.scalar(con, f"{privileged} WHERE rolname = current_user") is False
         assert db.migrate(con) == []
     assert load_one(app, tmp_path, 1) == "loaded"
+    # After a rotation the functions log in as the clone: what it creates is still the role's.
+    rotated = replace(empty_database, user=clone, password="clone-password")
+    with db.connection(rotated) as con:
+        assert db.rows(con, "SELECT session_user::text, current_user::text") == [[clone, role]]
+    assert load_one(rotated, tmp_path, 2) == "loaded"  # a new month: partitions made as clone
     assert owners(empty_database) == {role}
 
 
