@@ -16,11 +16,13 @@ from aws_cdk import (
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.nag import acknowledge
 from infra.network import FunctionNetwork
 from infra.settings import Settings
+from km2pg.roles import APP_ROLE
 
 ENGINE_VERSIONS = {
     "16": rds.PostgresEngineVersion.VER_16,
@@ -60,6 +62,8 @@ class Database(Construct):
                 "certificate no CA you can ship signs.",
             )
         self._existing_region: str | None = None
+        self.master_secret_arn: str | None = None
+        self.rotation: secretsmanager.SecretRotation | None = None
         self.instance: rds.DatabaseInstance | None = None
         if settings.new_database is not None:
             assert network is not None, "a new database lives in the functions' network"
@@ -191,6 +195,24 @@ class Database(Construct):
         )
         self.instance = instance
         assert instance.secret is not None
+        self.master_secret_arn = instance.secret.secret_arn
+        # The functions' own secret (km2pg_app, made by the setup function at deploy), rotated
+        # by Secrets Manager alternating between km2pg_app and km2pg_app_clone.
+        app_secret = rds.DatabaseSecret(
+            self,
+            "AppSecret",
+            username=APP_ROLE,
+            master_secret=instance.secret,
+            exclude_characters=" %+~`#$&*()|[]{}:;<>?!'/@\"\\",
+        ).attach(instance)
+        self.app_secret = app_secret
+        self.rotation = instance.add_rotation_multi_user(
+            "AppSecretRotation",
+            secret=app_secret,
+            automatically_after=Duration.days(spec.secret_rotation_days),
+            security_group=network.security_group,
+            vpc_subnets=network.subnets,
+        )
         acknowledge(
             instance,
             "The instance is private (isolated subnets, no public address) and its security "
@@ -214,9 +236,9 @@ class Database(Construct):
             )
         acknowledge(
             instance.node.find_child("Secret"),
-            "Not rotated by the stack: a rotation function would need its own network path to "
-            "the database. km2pg reads the secret again after an authentication failure, so "
-            "rotation can be enabled later (README, Deploy to AWS).",
+            "The master user's secret is read once, by the setup function at deploy, to "
+            "create km2pg_app; the functions never get it. The secret they use (km2pg_app's) "
+            "rotates (multi-user, every dbSecretRotationDays).",
             "AwsSolutions-SMG4",
         )
-        return instance.secret.secret_arn
+        return app_secret.secret_arn

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from aws_cdk import Duration
+from aws_cdk import Duration, triggers
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -322,4 +322,51 @@ class ForgetterFunction(KmFunction):
             size=commons.settings.forgetter,
             environment={},
             reserved_concurrency=None,
+        )
+
+
+class SetupFunction(KmFunction):
+    """``createDatabase``: run once at deploy (a CDK trigger), before the other functions, in
+    the database's network. It reads the master secret once, creates km2pg_app with the app
+    secret's password, migrates and hands schema km2pg over (km2pg.handlers.setup)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        commons: FunctionCommons,
+        master_secret_arn: str,
+        before: list[Construct],
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            commons=commons,
+            handler=Handler.SETUP,
+            description="km2pg: create the km2pg_app role and migrate (run at deploy)",
+            size=FunctionSize(512, 300),
+            environment={Env.MASTER_SECRET_ARN: master_secret_arn},
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadMasterSecretOnce",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[master_secret_arn],
+            )
+        )
+        instance = commons.database.instance
+        assert instance is not None
+        cfn_instance = instance.node.default_child
+        assert isinstance(cfn_instance, Construct)
+        self.trigger = triggers.Trigger(
+            self,
+            "RunAtDeploy",
+            handler=self.function,
+            # After the instance, before its secret's first rotation (the stack adds that
+            # dependency): rotation needs km2pg_app, which this run creates.
+            execute_after=[cfn_instance],
+            execute_before=before,
+            execute_on_handler_change=True,
+            timeout=Duration.minutes(5),
         )

@@ -133,6 +133,7 @@ class NewDatabase:
     backup_retention_days: int
     deletion_protection: bool
     name: str
+    secret_rotation_days: int
 
 
 def _memory(default: int, of: str) -> Any:
@@ -263,6 +264,12 @@ class Settings(BaseModel):
     )
     db_deletion_protection: Annotated[Flag, NEW_DB] = Field(True, description="refuse deletion")
     db_name: Annotated[str, DB_NAME, NEW_DB] = Field("km2pg", description="its database name")
+    db_secret_rotation_days: Annotated[Whole, NEW_DB] = Field(
+        30,
+        ge=1,
+        le=365,
+        description="days between rotations of the functions' secret (km2pg_app, multi-user)",
+    )
     # Network: none (the database is reached over the internet, TLS) or an existing VPC.
     vpc_id: Annotated[str, VPC_ID] | None = Field(
         None, description="the existing VPC of the functions (and database); empty: no VPC"
@@ -352,6 +359,7 @@ class Settings(BaseModel):
             backup_retention_days=self.db_backup_retention_days,
             deletion_protection=self.db_deletion_protection,
             name=self.db_name,
+            secret_rotation_days=self.db_secret_rotation_days,
         )
 
     @property

@@ -15,6 +15,7 @@ from infra.functions import (
     LoaderFunction,
     PrunerFunction,
     ReconcilerFunction,
+    SetupFunction,
     function_code,
 )
 from infra.layer import DependencyLayer
@@ -62,6 +63,17 @@ class Km2pgStack(Stack):
             self, "Reconciler", commons=commons, queue=self.load_queue, exports=self.exports
         )
         self.forgetter = ForgetterFunction(self, "Forgetter", commons=commons)
+        self.setup: SetupFunction | None = None
+        if self.database.master_secret_arn is not None:
+            self.setup = SetupFunction(
+                self,
+                "Setup",
+                commons=commons,
+                master_secret_arn=self.database.master_secret_arn,
+                before=[self.loader, self.pruner, self.reconciler, self.forgetter],
+            )
+            assert self.database.rotation is not None
+            self.database.rotation.node.add_dependency(self.setup.trigger)
         monitored: dict[str, Any] = {
             "queue": self.load_queue,
             "loader": self.loader,

@@ -27,6 +27,7 @@ class Env:
     """Environment variables the stack sets and the functions read."""
 
     DB_SECRET_ARN: Final = "KM2PG_DB_SECRET_ARN"  # noqa: S105 - a variable name, not a secret
+    MASTER_SECRET_ARN: Final = "KM2PG_MASTER_SECRET_ARN"  # noqa: S105 - as above
     DSN: Final = "KM2PG_DSN"
     DB_SSLMODE: Final = "KM2PG_DB_SSLMODE"
     DB_SSLROOTCERT: Final = "KM2PG_DB_SSLROOTCERT"
@@ -81,6 +82,7 @@ class Handler:
     PRUNER: Final = "km2pg.handlers.pruner.handler"
     RECONCILER: Final = "km2pg.handlers.reconciler.handler"
     FORGETTER: Final = "km2pg.handlers.forgetter.handler"
+    SETUP: Final = "km2pg.handlers.setup.handler"
 
 
 def names(group: type) -> frozenset[str]:

@@ -18,6 +18,7 @@ from typing import Final
 
 from km2pg import db
 from km2pg.db import Connection
+from km2pg.errors import ConfigError
 
 APP_ROLE: Final = "km2pg_app"
 SCHEMA: Final = "km2pg"
@@ -70,7 +71,7 @@ CLONE_SUFFIX: Final = "_clone"
 
 
 def create_app_role(
-    con: Connection, password: str, role: str = APP_ROLE, clone_password: str | None = None
+    con: Connection, password: str | None, role: str = APP_ROLE, clone_password: str | None = None
 ) -> list[str]:
     """Create (or update) ``role``, run the migrations the database lacks, and make ``role``
     own schema km2pg and everything in it; with ``clone_password``, also the rotation clone.
@@ -92,7 +93,10 @@ def prepare_rotation_clone(con: Connection, role: str, password: str) -> list[st
     pruner logged in as the other user could not drop them). The rotation function finds the
     clone existing and only changes its password."""
     clone = f"{role}{CLONE_SUFFIX}"
-    done = create_role_only(con, password, clone)
+    # Made once; its password is the rotation's from then on (never reset here).
+    done = (
+        [] if db.scalar(con, _ROLE_EXISTS, role=clone) else create_role_only(con, password, clone)
+    )
     _execute(
         con, "SELECT format('GRANT %I TO %I', CAST(:a AS text), CAST(:b AS text))", a=role, b=clone
     )
@@ -112,13 +116,18 @@ def create_role_only(con: Connection, password: str, role: str) -> list[str]:
     return [f"{'updated' if exists else 'created'} role {role}"]
 
 
-def create_role(con: Connection, password: str, role: str) -> list[str]:
+def create_role(con: Connection, password: str | None, role: str) -> list[str]:
+    """Create ``role`` (or set its password; ``None``: keep it) with its rights in this database
+    and schema km2pg (created if missing, owned by ``role``)."""
     done: list[str] = []
     con.run("BEGIN")
     try:
         exists = db.scalar(con, _ROLE_EXISTS, role=role)
-        _execute(con, _UPDATE_ROLE if exists else _CREATE_ROLE, role=role, password=password)
-        done.append(f"{'updated' if exists else 'created'} role {role}")
+        if password is not None:
+            _execute(con, _UPDATE_ROLE if exists else _CREATE_ROLE, role=role, password=password)
+            done.append(f"{'updated' if exists else 'created'} role {role}")
+        elif not exists:
+            raise ConfigError(f"role {role} does not exist and no password was given for it")
         if not db.scalar(
             con, "SELECT pg_has_role(current_user, CAST(:role AS name), 'USAGE')", role=role
         ):

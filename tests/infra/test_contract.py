@@ -49,7 +49,10 @@ def environment(properties: dict[str, Any]) -> dict[str, str]:
 
 def test_every_function_runs_a_handler_the_contract_names(every_configuration: Synth) -> None:
     found = {p["Handler"] for p in functions(every_configuration).values()}
-    assert found == names(Handler)
+    if every_configuration.stack.settings.create_database:
+        assert found == names(Handler)
+    else:  # the setup function creates the app role in a database the stack creates
+        assert found == names(Handler) - {Handler.SETUP}
 
 
 @pytest.mark.parametrize("handler", sorted(names(Handler)))

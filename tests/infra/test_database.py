@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .conftest import VPC, Synth
@@ -42,11 +43,55 @@ def test_instance_settings_follow_context(new_database_in_vpc: Synth) -> None:
     assert group["SubnetIds"] == VPC["privateSubnetIds"]
 
 
-def test_generated_secret_is_attached_and_given_to_the_functions(new_database: Synth) -> None:
-    new_database.assertions.resource_count_is("AWS::SecretsManager::Secret", 1)
-    (attachment_id,) = new_database.resources("AWS::SecretsManager::SecretTargetAttachment")
-    for props in km2pg_functions(new_database).values():
-        assert props["Environment"]["Variables"]["KM2PG_DB_SECRET_ARN"] == {"Ref": attachment_id}
+def test_the_functions_get_the_app_secret_and_only_the_setup_reads_the_master_secret(
+    new_database: Synth,
+) -> None:
+    stack = new_database.stack
+    secrets = new_database.resources("AWS::SecretsManager::Secret")
+    assert len(secrets) == 2  # the master user's and km2pg_app's
+    app_id = new_database.logical_id(stack.database.app_secret)
+    master = stack.database.master_secret_arn
+    for handler, props in km2pg_functions(new_database).items():
+        variables = props["Environment"]["Variables"]
+        assert variables["KM2PG_DB_SECRET_ARN"] == {"Ref": app_id}, handler
+        if handler == "km2pg.handlers.setup.handler":
+            assert variables["KM2PG_MASTER_SECRET_ARN"] == new_database.stack.resolve(master)
+        else:
+            assert "KM2PG_MASTER_SECRET_ARN" not in variables, handler
+    secret_id = new_database.template["Resources"][app_id]["Properties"]["SecretId"]["Ref"]
+    generated = new_database.template["Resources"][secret_id]["Properties"]["GenerateSecretString"]
+    # A template joined with the master secret's ARN (masterarn, which the rotation needs).
+    assert '\\"username\\":\\"km2pg_app\\"' in json.dumps(generated["SecretStringTemplate"])
+    assert '\\"masterarn\\":\\"' in json.dumps(generated["SecretStringTemplate"])
+
+
+def test_the_app_secret_rotates_alternating_users_in_the_functions_network(
+    new_database: Synth,
+) -> None:
+    stack = new_database.stack
+    schedule = new_database.only("AWS::SecretsManager::RotationSchedule")
+    assert schedule["Properties"]["RotationRules"] == {"ScheduleExpression": "rate(30 days)"}
+    assert schedule["Properties"]["SecretId"] == {
+        "Ref": new_database.logical_id(stack.database.app_secret)
+    }
+    app = new_database.only("AWS::Serverless::Application")["Properties"]
+    mapping = new_database.template["Mappings"]
+    (sar,) = {m["aws"]["applicationId"] for m in mapping.values() if "aws" in m}
+    assert sar.endswith("SecretsManagerRDSPostgreSQLRotationMultiUser")
+    assert stack.network is not None
+    group = {"Fn::GetAtt": [new_database.logical_id(stack.network.security_group), "GroupId"]}
+    assert app["Parameters"]["vpcSecurityGroupIds"] == group
+    # The setup runs after the instance, before the functions and before the first rotation.
+    resources = new_database.template["Resources"]
+    (trigger_id,) = new_database.resources("Custom::Trigger")
+    assert new_database.logical_id(stack.database.instance) in resources[trigger_id]["DependsOn"]
+    (application_id,) = new_database.resources("AWS::Serverless::Application")
+    assert trigger_id in resources[application_id]["DependsOn"]
+    for fn in (stack.loader, stack.pruner, stack.reconciler, stack.forgetter):
+        assert (
+            trigger_id
+            in new_database.template["Resources"][new_database.logical_id(fn.function)]["DependsOn"]
+        )
 
 
 def test_instance_admits_only_the_functions_group(new_database: Synth) -> None:

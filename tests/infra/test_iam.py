@@ -192,11 +192,16 @@ def test_functions_outside_a_vpc_get_no_network_interface_rights(default: Synth)
 def test_new_database_secret_is_the_one_functions_read(new_database: Synth) -> None:
     instance = new_database.stack.database.instance
     assert instance is not None
-    attachment = new_database.resources("AWS::SecretsManager::SecretTargetAttachment")
-    (attachment_id,) = attachment
+    app_id = new_database.logical_id(new_database.stack.database.app_secret)
     for fn in (new_database.stack.loader, new_database.stack.pruner, new_database.stack.reconciler):
         allowed = by_action(new_database, fn)
-        assert allowed["secretsmanager:GetSecretValue"] == [{"Ref": attachment_id}]
+        assert allowed["secretsmanager:GetSecretValue"] == [{"Ref": app_id}]
+    setup = new_database.stack.setup
+    assert setup is not None
+    master = new_database.stack.resolve(new_database.stack.database.master_secret_arn)
+    assert sorted(
+        by_action(new_database, setup)["secretsmanager:GetSecretValue"], key=str
+    ) == sorted([{"Ref": app_id}, master], key=str)
 
 
 def test_role_trusts_only_lambda(default: Synth) -> None:
