@@ -22,8 +22,7 @@ from infra.nag import acknowledge
 from infra.network import FunctionNetwork
 from infra.queue import LoadQueue
 from infra.settings import FunctionSize, Schedule, Settings
-from km2pg.contract import METRIC_NAMESPACE, SERVICE, Env, Handler
-from km2pg.tls import RDS_CA_BUNDLE_PACKAGE_PATH
+from km2pg.contract import METRIC_NAMESPACE, RDS_CA_BUNDLE, SERVICE, Env, Handler
 
 FUNCTIONS_DIR: Final = Path(__file__).resolve().parents[1] / "functions"
 # The command line (km2pg.cli: commands, demo, embedded server, synthetic exports) is not
@@ -59,7 +58,7 @@ class CaBundleMissing(RuntimeError):
 def check_ca_bundle(root: Path = FUNCTIONS_DIR) -> Path:
     """The RDS CA bundle in the function code, or :class:`CaBundleMissing`: without it every
     ``sslrootcert=rds`` connection would fail, so synth fails instead."""
-    bundle = root / RDS_CA_BUNDLE_PACKAGE_PATH
+    bundle = root / RDS_CA_BUNDLE
     if not bundle.is_file() or b"-----BEGIN CERTIFICATE-----" not in bundle.read_bytes():
         raise CaBundleMissing(
             f"{bundle} is missing or holds no certificate: the functions verify the database "

@@ -12,7 +12,7 @@ from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 from infra.app import build_app
 from infra.functions import FUNCTIONS_DIR, CaBundleMissing, check_ca_bundle
 
-from km2pg.tls import RDS_CA_BUNDLE_PACKAGE_PATH
+from km2pg.contract import RDS_CA_BUNDLE
 
 from .conftest import NO_BUNDLING, USER_VALUES, Synth, cdk_json_context
 
@@ -73,12 +73,12 @@ def test_no_warnings_or_errors_from_cdk_but_for_an_unverified_database(
 def test_synth_fails_without_the_rds_ca_bundle(tmp_path: Path) -> None:
     with pytest.raises(CaBundleMissing, match="is missing or holds no certificate"):
         check_ca_bundle(tmp_path)
-    bundle = tmp_path / RDS_CA_BUNDLE_PACKAGE_PATH
+    bundle = tmp_path / RDS_CA_BUNDLE
     bundle.parent.mkdir(parents=True)
     bundle.write_text("")
     with pytest.raises(CaBundleMissing, match="make rds-ca"):
         check_ca_bundle(tmp_path)
-    assert check_ca_bundle() == FUNCTIONS_DIR / RDS_CA_BUNDLE_PACKAGE_PATH
+    assert check_ca_bundle() == FUNCTIONS_DIR / RDS_CA_BUNDLE
 
 
 def test_cdk_nag_runs_in_every_synth_and_fails_it_on_an_open_finding(tmp_path: Path) -> None:
