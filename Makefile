@@ -13,7 +13,7 @@ help:
 	@echo "make test       the whole test suite (embedded PostgreSQL, or \$$KM2PG_TEST_DSN)"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make format     ruff format and autofix"
-	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
+	@echo "make bench      load speed as users load (1 file, 10 hourly files, a 40-file backfill; two servers) vs COPY floors"
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
