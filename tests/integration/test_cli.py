@@ -16,7 +16,9 @@ from tests.helpers import dsn_of, km2pg, write_export
 
 
 def test_load_a_folder_then_status_reports_it(database, tmp_path, capsys):
-    generate_export(tmp_path, lines=3_000, files=3, seed=9)
+    # Two days, not the default 28: the newest line is then minutes old at any time of day (at
+    # night a sparse export's last line can be more than an hour old).
+    generate_export(tmp_path, lines=3_000, files=3, seed=9, days=2)
     dsn = dsn_of(database)
     assert main(["load", str(tmp_path), "--dsn", dsn]) == 0
     out = capsys.readouterr().out
