@@ -76,6 +76,12 @@ CANONICAL_QUERIES = {
     """,
     "actions": "select name from km2pg.actions",
     "keys": "select name from km2pg.keys",
+    # The person by the least name of its identities, as in "users".
+    "person_properties": """
+        select (select min(u.name) from km2pg.users u where u.personid = p.personid),
+               p.key, p.value, p.t, p.first_value, p.first_t
+          from km2pg.person_properties p
+    """,
 }
 
 
@@ -116,8 +122,8 @@ def canonical_digest(con: db.Connection) -> dict[str, tuple[int, str]]:
         db.scalar(con, "select set_config('TimeZone', :zone, false)", zone=zone)
 
 
-def check_invariants(con: db.Connection) -> None:
-    """What must hold after any sequence of loads."""
+def check_invariants(con: db.Connection, *, pruned: bool = False) -> None:
+    """What must hold after any sequence of loads (and prunes, when ``pruned``)."""
     bad_person = db.scalar(
         con,
         """
@@ -153,6 +159,27 @@ def check_invariants(con: db.Connection) -> None:
     """,
     )
     assert loaded_twice == 0
+    if not pruned and db.scalar(con, "select to_regclass('km2pg.person_property_state')"):
+        assert person_properties_drift(con) == 0, (
+            "person_properties must equal its full recomputation from event_properties"
+        )
+
+
+def person_properties_drift(con: db.Connection) -> int:
+    """Rows in which the loader's person_property_state and a full recomputation differ."""
+    return int(
+        db.scalar(
+            con,
+            """
+            select count(*) from (
+                (select * from km2pg.person_property_state
+                 except all select * from km2pg.person_properties_recomputed())
+                union all
+                (select * from km2pg.person_properties_recomputed()
+                 except all select * from km2pg.person_property_state)) as drift
+            """,
+        )
+    )
 
 
 def oracle_dump(
@@ -209,6 +236,11 @@ def oracle_dump(
     for name in names:
         clusters[find(name)].append(name)
     person = {name: min(members) for members in clusters.values() for name in members}
+    # Per person and key, the settings event_properties keeps: the latest and the first by
+    # (t, revision, lineno, value).
+    settings: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
+    for (p, t, k), v in props.items():
+        settings[(person[p], k)].append((t, v[0], v[1], v[2]))
     dump = {
         "users": {(n, person[n]) for n in names},
         "aliases": {(a, b, ts(t)) for (a, b), t in aliases.items()},
@@ -219,6 +251,10 @@ def oracle_dump(
         },
         "actions": {(n,) for n in action_names},
         "keys": {(k,) for k in key_names},
+        "person_properties": {
+            (p, k, max(rows)[3], ts(max(rows)[0]), min(rows)[3], ts(min(rows)[0]))
+            for (p, k), rows in settings.items()
+        },
     }
     return {name: sorted(rows, key=repr) for name, rows in dump.items()}
 

@@ -3,8 +3,8 @@
 Concurrency without deadlocks: every load transaction takes its locks in one global order
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
-table's rows in key order, and last the alias lock). Two loaders can wait for each other but
-never in a cycle. New partitions are created in their own short transaction before the load,
+table's rows in key order, and last the alias lock, under which the persons merge and
+person_properties' upkeep run). Two loaders can wait for each other but never in a cycle. New partitions are created in their own short transaction before the load,
 since DDL on a partitioned table waits for every load in flight.
 """
 
@@ -119,6 +119,14 @@ class RowCounts:
     rejects: int = 0
     min_t: datetime | None = None
     max_t: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Added(RowCounts):
+    """The rows a load added, and whether it met property rows already stored (then a line of
+    this file may have replaced a value person_properties holds as a first value)."""
+
+    properties_met_stored: bool = False
 
 
 def loaded_fileid(con: Connection, export_key: str, content_md5: str) -> int | None:
@@ -350,7 +358,15 @@ _EVENT_ACTIONS_SAFE: Final = f"{_EVENT_ACTIONS} ON CONFLICT DO NOTHING"
 
 # Within the file the last line wins; across files the greatest (revision, lineno) wins, and value
 # and action break the (theoretical) remaining ties, so the outcome never depends on load order.
+# The rows written (all of them on the fast path; on the safe path those inserted or updated,
+# not those that lost to a stored line) are kept in s_props for person_properties' upkeep.
+_PROPS_STAGED: Final = """
+CREATE TEMP TABLE s_props (
+    eventid bigint NOT NULL, keyid integer NOT NULL, value text NOT NULL, lineno integer NOT NULL
+) ON COMMIT DROP
+"""
 _EVENT_PROPERTIES: Final = f"""
+WITH written AS (
 INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
 SELECT DISTINCT ON (1, 2)
        e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
@@ -359,14 +375,20 @@ SELECT DISTINCT ON (1, 2)
   JOIN km2pg.keys k ON k.name = s.name
  WHERE s.rec = 'k'
  ORDER BY 1, 2, s.lineno DESC
+{{conflict}}
+RETURNING ep.eventid, ep.keyid, ep.value, ep.lineno
+)
+INSERT INTO s_props SELECT * FROM written
 """
-_EVENT_PROPERTIES_SAFE: Final = f"""{_EVENT_PROPERTIES}
+_EVENT_PROPERTIES_FAST: Final = _EVENT_PROPERTIES.format(conflict="")
+_EVENT_PROPERTIES_SAFE: Final = _EVENT_PROPERTIES.format(
+    conflict="""
     ON CONFLICT (eventid, keyid) DO UPDATE
    SET value = excluded.value, actionid = excluded.actionid,
        revision = excluded.revision, lineno = excluded.lineno
  WHERE (ep.revision, ep.lineno, ep.value, coalesce(ep.actionid, -1))
-     < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))
-"""
+     < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))"""
+)
 
 _ALIASES: Final = f"""
 INSERT INTO km2pg.aliases AS al (userid, aliasid, since)
@@ -397,7 +419,7 @@ def insert_facts(
     revision: int,
     names: StagedNames,
     timings: dict[str, float] | None = None,
-) -> RowCounts:
+) -> Added:
     """Dictionaries, then events, actions and properties, from the staging table.
 
     Returns the rows this load added (a reload adds none). ``timings`` collects each step's
@@ -416,14 +438,25 @@ def insert_facts(
     clock.lap("events")
     actions, _ = _insert(con, _EVENT_ACTIONS, _EVENT_ACTIONS_SAFE, safe_only=clash)
     clock.lap("event_actions")
-    properties, _ = _insert(
-        con, _EVENT_PROPERTIES, _EVENT_PROPERTIES_SAFE, safe_only=clash, revision=revision
+    con.run(_PROPS_STAGED)
+    properties, met_stored = _insert(
+        con,
+        _EVENT_PROPERTIES_FAST,
+        _EVENT_PROPERTIES_SAFE,
+        safe_only=clash,
+        revision=revision,
     )
     clock.lap("event_properties")
     con.run(_ALIASES)
     aliases = int(con.row_count or 0)
     clock.lap("aliases")
-    return RowCounts(events=events, actions=actions, properties=properties, aliases=aliases)
+    return Added(
+        events=events,
+        actions=actions,
+        properties=properties,
+        aliases=aliases,
+        properties_met_stored=met_stored,
+    )
 
 
 class _Clock:
@@ -507,10 +540,9 @@ UPDATE km2pg.users u SET personid = l.label
 def merge_persons(con: Connection) -> int:
     """Give every person joined by this file's aliases one personid; returns users updated.
 
-    Serialized across loaders by the alias lock, taken last so it is held only briefly, and
-    read after taking it so no concurrent merge is missed.
+    The caller holds the alias lock (see :func:`update_people`), taken last so that it is held
+    only briefly; the graph is read after taking it, so no concurrent merge is missed.
     """
-    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
     con.run(_PERSON_EDGES)
     return merge_person_graph(con)
 
@@ -531,5 +563,132 @@ def merge_person_graph(con: Connection) -> int:
                 break
         con.run(_MERGE)
         merged = int(con.row_count or 0)
+        con.run(_MERGE_PERSON_PROPERTIES)
     con.run("DROP TABLE IF EXISTS s_person_edges, s_person_labels")
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# person_properties: one row per person and key, the latest and the first setting
+#
+# Kept under the alias lock, after the persons merge: every statement then reads users.personid
+# as the last merge left it (a merge committed by another loader included), and no two loaders
+# fold into one person's rows at once, so no update is lost and no row lock is ever waited for.
+# Rows only ever move one way: a stored setting is replaced only by a line of the same event with
+# a greater (revision, lineno), so the latest setting is the greatest of all settings ever written
+# and folds in with a comparison. The first setting can be replaced that way too: then the
+# earliest second is looked at again (_REPAIR_FIRST_SETTINGS).
+
+# Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order.
+_FOLD: Final = """
+    ON CONFLICT (personid, keyid) DO UPDATE SET
+       value = CASE WHEN {later} THEN excluded.value ELSE s.value END,
+       t = CASE WHEN {later} THEN excluded.t ELSE s.t END,
+       revision = CASE WHEN {later} THEN excluded.revision ELSE s.revision END,
+       lineno = CASE WHEN {later} THEN excluded.lineno ELSE s.lineno END,
+       first_value = CASE WHEN {earlier} THEN excluded.first_value ELSE s.first_value END,
+       first_t = CASE WHEN {earlier} THEN excluded.first_t ELSE s.first_t END,
+       first_revision = CASE WHEN {earlier} THEN excluded.first_revision ELSE s.first_revision END,
+       first_lineno = CASE WHEN {earlier} THEN excluded.first_lineno ELSE s.first_lineno END,
+       first_eventid = CASE WHEN {earlier} THEN excluded.first_eventid ELSE s.first_eventid END
+""".format(
+    later='(excluded.t, excluded.revision, excluded.lineno, excluded.value COLLATE "C")'
+    ' > (s.t, s.revision, s.lineno, s.value COLLATE "C")',
+    earlier="(excluded.first_t, excluded.first_revision, excluded.first_lineno,"
+    ' excluded.first_value COLLATE "C") < (s.first_t, s.first_revision, s.first_lineno,'
+    ' s.first_value COLLATE "C")',
+)
+_STATE_COLUMNS: Final = """
+    (personid, keyid, value, t, revision, lineno,
+     first_value, first_t, first_revision, first_lineno, first_eventid)
+"""
+
+# The persons of this file's identities, as merged by now.
+_PERSONS_STAGED: Final = """
+CREATE TEMP TABLE s_persons ON COMMIT DROP AS
+    SELECT x.userid, u.personid FROM s_users x JOIN km2pg.users u USING (userid);
+ANALYZE s_persons;
+"""
+
+# This file's settings, the latest and the first of each person and key (within one file a
+# person's settings of a key differ in (second, lineno)), folded into what is stored.
+_FOLD_FILE: Final = f"""
+WITH settings AS MATERIALIZED (
+    SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
+      FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
+)
+INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
+SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid), CAST(:revision AS bigint),
+       l.lineno, f.value, km2pg.eventid_time(f.eventid), CAST(:revision AS bigint), f.lineno,
+       f.eventid
+  FROM (SELECT DISTINCT ON (personid, keyid) * FROM settings
+         ORDER BY personid, keyid, s DESC, lineno DESC) AS l
+  JOIN (SELECT DISTINCT ON (personid, keyid) * FROM settings
+         ORDER BY personid, keyid, s, lineno) AS f USING (personid, keyid)
+ ORDER BY l.personid, l.keyid
+{_FOLD}
+"""
+
+# A line of this file replaced the stored setting that a first value came from (same event,
+# greater (revision, lineno)): the earliest second is still the first one, but which setting of
+# it comes first is decided again, over the settings of all the person's identities then.
+_REPAIR_FIRST_SETTINGS: Final = """
+UPDATE km2pg.person_property_state s
+   SET first_value = r.value, first_revision = r.revision, first_lineno = r.lineno,
+       first_eventid = r.eventid
+  FROM (SELECT DISTINCT ON (s.personid, s.keyid)
+               s.personid, s.keyid, ep.value, ep.revision, ep.lineno, ep.eventid
+          FROM s_props p
+          JOIN s_persons x ON x.userid = p.eventid & 4294967295
+          JOIN km2pg.person_property_state s
+            ON s.personid = x.personid AND s.keyid = p.keyid AND s.first_eventid = p.eventid
+           AND (s.first_revision, s.first_lineno) <> (CAST(:revision AS bigint), p.lineno)
+          JOIN km2pg.users u ON u.personid = s.personid
+          JOIN km2pg.event_properties ep
+            ON ep.eventid = km2pg.make_eventid(u.userid, s.first_t) AND ep.keyid = s.keyid
+         ORDER BY s.personid, s.keyid, ep.revision, ep.lineno, ep.value COLLATE "C") AS r
+ WHERE s.personid = r.personid AND s.keyid = r.keyid
+"""
+
+# Persons joined by aliases: the rows of every absorbed person move to the person that absorbs
+# it, each key's latest and first setting the greatest and least of the rows joined.
+_MERGE_PERSON_PROPERTIES: Final = f"""
+WITH moved AS MATERIALIZED (
+    DELETE FROM km2pg.person_property_state s
+     USING s_person_labels l
+     WHERE s.personid = l.node AND l.label <> l.node
+    RETURNING l.label AS personid, s.keyid, s.value, s.t, s.revision, s.lineno,
+              s.first_value, s.first_t, s.first_revision, s.first_lineno, s.first_eventid
+)
+INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
+SELECT l.personid, l.keyid, l.value, l.t, l.revision, l.lineno,
+       f.first_value, f.first_t, f.first_revision, f.first_lineno, f.first_eventid
+  FROM (SELECT DISTINCT ON (personid, keyid) * FROM moved
+         ORDER BY personid, keyid, t DESC, revision DESC, lineno DESC,
+                  value COLLATE "C" DESC) AS l
+  JOIN (SELECT DISTINCT ON (personid, keyid) * FROM moved
+         ORDER BY personid, keyid, first_t, first_revision, first_lineno,
+                  first_value COLLATE "C") AS f USING (personid, keyid)
+ ORDER BY l.personid, l.keyid
+{_FOLD}
+"""
+
+
+def update_people(
+    con: Connection, revision: int, added: Added, *, aliases: bool, timings: dict[str, float]
+) -> None:
+    """The last step of a load: merge the persons this file's aliases join, then fold its
+    property settings into person_properties, all under the alias lock (taken last)."""
+    clock = _Clock(timings)
+    if not (aliases or added.properties):
+        return
+    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
+    if aliases:
+        merge_persons(con)
+        clock.lap("merge_persons")
+    if added.properties:
+        con.run(_PERSONS_STAGED)
+        con.run(_FOLD_FILE, revision=revision)
+        if added.properties_met_stored:
+            con.run(_REPAIR_FIRST_SETTINGS, revision=revision)
+        clock.lap("person_properties")
