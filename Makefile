@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean
+.PHONY: help install test unit integration lint format typecheck demo bench bench-queries scale synth deploy clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
+	@echo "make bench-queries  the insight functions on 10M events (QUERY_ARGS=--quick: seconds)"
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
@@ -52,6 +53,9 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_load.py
+
+bench-queries: install
+	$(BIN)/python benchmarks/bench_queries.py $(QUERY_ARGS)
 
 # About 7 minutes on 2 cores; SCALE_ARGS=--quick runs the same steps at tiny sizes in seconds.
 scale: install

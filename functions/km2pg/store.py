@@ -4,8 +4,9 @@ Concurrency without deadlocks: every load transaction takes its locks in one glo
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
 table's rows in key order, and last the alias lock, under which the persons merge and
-person_properties' upkeep run). Two loaders can wait for each other but never in a cycle. New partitions are created in their own short transaction before the load,
-since DDL on a partitioned table waits for every load in flight.
+person_properties' upkeep run). Two loaders can wait for each other but never in a cycle. New
+partitions are created in their own short transaction before the load, since DDL on a
+partitioned table waits for every load in flight.
 """
 
 from __future__ import annotations
@@ -580,24 +581,29 @@ def merge_person_graph(con: Connection) -> int:
 # earliest second is looked at again (_REPAIR_FIRST_SETTINGS).
 
 # Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order.
-_FOLD: Final = """
-    ON CONFLICT (personid, keyid) DO UPDATE SET
-       value = CASE WHEN {later} THEN excluded.value ELSE s.value END,
-       t = CASE WHEN {later} THEN excluded.t ELSE s.t END,
-       revision = CASE WHEN {later} THEN excluded.revision ELSE s.revision END,
-       lineno = CASE WHEN {later} THEN excluded.lineno ELSE s.lineno END,
-       first_value = CASE WHEN {earlier} THEN excluded.first_value ELSE s.first_value END,
-       first_t = CASE WHEN {earlier} THEN excluded.first_t ELSE s.first_t END,
-       first_revision = CASE WHEN {earlier} THEN excluded.first_revision ELSE s.first_revision END,
-       first_lineno = CASE WHEN {earlier} THEN excluded.first_lineno ELSE s.first_lineno END,
-       first_eventid = CASE WHEN {earlier} THEN excluded.first_eventid ELSE s.first_eventid END
-""".format(
-    later='(excluded.t, excluded.revision, excluded.lineno, excluded.value COLLATE "C")'
-    ' > (s.t, s.revision, s.lineno, s.value COLLATE "C")',
-    earlier="(excluded.first_t, excluded.first_revision, excluded.first_lineno,"
-    ' excluded.first_value COLLATE "C") < (s.first_t, s.first_revision, s.first_lineno,'
-    ' s.first_value COLLATE "C")',
+_LATER: Final = (
+    '(c.t, c.revision, c.lineno, c.value COLLATE "C")'
+    ' > (s.t, s.revision, s.lineno, s.value COLLATE "C")'
 )
+_EARLIER: Final = (
+    '(c.first_t, c.first_revision, c.first_lineno, c.first_value COLLATE "C")'
+    ' < (s.first_t, s.first_revision, s.first_lineno, s.first_value COLLATE "C")'
+)
+# Stored rows updated with the settings of ``folded`` (one row per person and key) that win.
+_FOLD_UPDATE: Final = f"""
+UPDATE km2pg.person_property_state s SET
+       value = CASE WHEN {_LATER} THEN c.value ELSE s.value END,
+       t = CASE WHEN {_LATER} THEN c.t ELSE s.t END,
+       revision = CASE WHEN {_LATER} THEN c.revision ELSE s.revision END,
+       lineno = CASE WHEN {_LATER} THEN c.lineno ELSE s.lineno END,
+       first_value = CASE WHEN {_EARLIER} THEN c.first_value ELSE s.first_value END,
+       first_t = CASE WHEN {_EARLIER} THEN c.first_t ELSE s.first_t END,
+       first_revision = CASE WHEN {_EARLIER} THEN c.first_revision ELSE s.first_revision END,
+       first_lineno = CASE WHEN {_EARLIER} THEN c.first_lineno ELSE s.first_lineno END,
+       first_eventid = CASE WHEN {_EARLIER} THEN c.first_eventid ELSE s.first_eventid END
+  FROM folded c
+ WHERE s.personid = c.personid AND s.keyid = c.keyid AND ({_LATER} OR {_EARLIER})
+"""
 _STATE_COLUMNS: Final = """
     (personid, keyid, value, t, revision, lineno,
      first_value, first_t, first_revision, first_lineno, first_eventid)
@@ -611,23 +617,37 @@ ANALYZE s_persons;
 """
 
 # This file's settings, the latest and the first of each person and key (within one file a
-# person's settings of a key differ in (second, lineno)), folded into what is stored.
-_FOLD_FILE: Final = f"""
+# person's settings of a key differ in (second, lineno)), folded into what is stored: stored rows
+# updated where this file's settings win, new rows inserted. Plain UPDATE and INSERT, not INSERT
+# ... ON CONFLICT (whose speculative insertion costs twice as much): under the alias lock no one
+# else writes these rows, and both parts read the statement's one snapshot.
+_FOLD_FILE_TEMPLATE: Final = f"""
 WITH settings AS MATERIALIZED (
     SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
       FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
+),
+folded AS MATERIALIZED (
+    SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid) AS t,
+           CAST(:revision AS bigint) AS revision, l.lineno,
+           f.value AS first_value, km2pg.eventid_time(f.eventid) AS first_t,
+           CAST(:revision AS bigint) AS first_revision, f.lineno AS first_lineno,
+           f.eventid AS first_eventid
+      FROM (SELECT DISTINCT ON (personid, keyid) * FROM settings
+             ORDER BY personid, keyid, s DESC, lineno DESC) AS l
+      JOIN (SELECT DISTINCT ON (personid, keyid) * FROM settings
+             ORDER BY personid, keyid, s, lineno) AS f USING (personid, keyid)
+),
+updated AS (
+{{update}}
 )
-INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
-SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid), CAST(:revision AS bigint),
-       l.lineno, f.value, km2pg.eventid_time(f.eventid), CAST(:revision AS bigint), f.lineno,
-       f.eventid
-  FROM (SELECT DISTINCT ON (personid, keyid) * FROM settings
-         ORDER BY personid, keyid, s DESC, lineno DESC) AS l
-  JOIN (SELECT DISTINCT ON (personid, keyid) * FROM settings
-         ORDER BY personid, keyid, s, lineno) AS f USING (personid, keyid)
- ORDER BY l.personid, l.keyid
-{_FOLD}
+INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
+SELECT c.* FROM folded c
+ WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
+                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
+ ORDER BY c.personid, c.keyid
 """
+
+_FOLD_FILE: Final = _FOLD_FILE_TEMPLATE.format(update=_FOLD_UPDATE)
 
 # A line of this file replaced the stored setting that a first value came from (same event,
 # greater (revision, lineno)): the earliest second is still the first one, but which setting of
@@ -659,18 +679,25 @@ WITH moved AS MATERIALIZED (
      WHERE s.personid = l.node AND l.label <> l.node
     RETURNING l.label AS personid, s.keyid, s.value, s.t, s.revision, s.lineno,
               s.first_value, s.first_t, s.first_revision, s.first_lineno, s.first_eventid
+),
+folded AS MATERIALIZED (
+    SELECT l.personid, l.keyid, l.value, l.t, l.revision, l.lineno,
+           f.first_value, f.first_t, f.first_revision, f.first_lineno, f.first_eventid
+      FROM (SELECT DISTINCT ON (personid, keyid) * FROM moved
+             ORDER BY personid, keyid, t DESC, revision DESC, lineno DESC,
+                      value COLLATE "C" DESC) AS l
+      JOIN (SELECT DISTINCT ON (personid, keyid) * FROM moved
+             ORDER BY personid, keyid, first_t, first_revision, first_lineno,
+                      first_value COLLATE "C") AS f USING (personid, keyid)
+),
+updated AS (
+{_FOLD_UPDATE}
 )
-INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
-SELECT l.personid, l.keyid, l.value, l.t, l.revision, l.lineno,
-       f.first_value, f.first_t, f.first_revision, f.first_lineno, f.first_eventid
-  FROM (SELECT DISTINCT ON (personid, keyid) * FROM moved
-         ORDER BY personid, keyid, t DESC, revision DESC, lineno DESC,
-                  value COLLATE "C" DESC) AS l
-  JOIN (SELECT DISTINCT ON (personid, keyid) * FROM moved
-         ORDER BY personid, keyid, first_t, first_revision, first_lineno,
-                  first_value COLLATE "C") AS f USING (personid, keyid)
- ORDER BY l.personid, l.keyid
-{_FOLD}
+INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
+SELECT c.* FROM folded c
+ WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
+                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
+ ORDER BY c.personid, c.keyid
 """
 
 

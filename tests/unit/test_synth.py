@@ -248,7 +248,7 @@ def test_has_aliases_property_sets_and_checkouts_in_last_week(
     assert len(last_week) >= 20
     # The funnel: people who pay are people who signed up (and were aliased to an email).
     assert {obj["_p"] for obj in checkouts} <= emails
-    assert all(re.fullmatch(r"\d+\.\d\d", obj["billed amount"]) for obj in checkouts)
+    assert all(re.fullmatch(r"\d+\.\d\d", obj["billing amount"]) for obj in checkouts)
     assert all(obj["plan name"] for obj in checkouts)
 
 

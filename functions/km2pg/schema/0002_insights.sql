@@ -75,7 +75,7 @@ COMMENT ON FUNCTION km2pg.num(text) IS
 -- Events by identity: one person's timeline, property_at and people need the events of a few
 -- identities without scanning every event.
 
-CREATE INDEX events_userid ON km2pg.events (userid, t);
+CREATE INDEX events_userid ON km2pg.events (userid);
 
 -- ---------------------------------------------------------------------------------------------
 -- 3. person_properties: kept by the loader, in the load's transaction
@@ -360,8 +360,8 @@ COMMENT ON FUNCTION km2pg.retention(text, text, timestamptz, timestamptz, text, 
 -- ---------------------------------------------------------------------------------------------
 -- 8. ab_test
 
--- The standard normal upper tail, erfc(x) for x >= 0, accurate to about 1e-14: the power series
--- of erf below 2.5 (no cancellation worth the name there), the continued fraction of erfc
+-- The standard normal upper tail, erfc(x), to a relative error below 1e-12 (the tests compare with Python's math.erfc): the power series
+-- of erf below 2 (no cancellation worth the name there), the continued fraction of erfc
 -- above (modified Lentz). PostgreSQL has erfc() only from version 16.
 CREATE FUNCTION km2pg.erfc(x double precision) RETURNS double precision
     LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -376,7 +376,7 @@ DECLARE
     n int;
     tiny constant double precision := 1e-300;
 BEGIN
-    IF a < 2.5 THEN
+    IF a < 2 THEN
         -- erf(a) = 2/sqrt(pi) * sum (-1)^n a^(2n+1) / (n! (2n+1))
         term := a;
         total := a;
@@ -416,7 +416,7 @@ BEGIN
 END $$;
 
 COMMENT ON FUNCTION km2pg.erfc(double precision) IS
-    'The complementary error function (relative error about 1e-14); the two-sided p-value of '
+    'The complementary error function (relative error below 1e-12); the two-sided p-value of '
     'a z-score is erfc(|z| / sqrt(2)).';
 
 CREATE FUNCTION km2pg.ab_test(experiment_key text, conversion_action text, since timestamptz,
