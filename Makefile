@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test unit integration lint format typecheck demo bench bench-queries scale synth deploy clean
+.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -21,18 +21,23 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "km2pg needs Python 3.11 or newer")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,report]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium, for the report's browser test (tests/integration/test_report.py).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install
+integration: install browser
 	$(BIN)/python -m pytest tests/integration
 
 lint: install

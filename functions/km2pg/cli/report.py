@@ -9,7 +9,8 @@ Defaults, chosen so that any export gives a useful report:
 
 - the range is the 30 days that end with the day of the newest event loaded (not "now"), so an
   export whose data stopped a year ago still shows its last month;
-- the funnel is the three actions done by the most people, widest first;
+- the funnel is the three actions done by the most people, in the order people usually do them
+  (by the median time from each person's first of them to their first of each);
 - retention is "came back to do the most common action again": that action as both the first and
   the return action, in weeks (days for ranges of two weeks or less, months beyond half a year);
 - the A/B test is the property whose name says experiment, variation, variant or test and which
@@ -115,16 +116,15 @@ def plan_report(con: db.Connection, request: Request) -> Plan:
     since, until = _range(con, request, notes)
     since_t = datetime.combine(since, time(), UTC)
     until_t = datetime.combine(until, time(), UTC)
-    popular = [
-        str(row[0])
-        for row in _rows(con, TOP_ACTIONS_SQL, since=since_t, until=until_t, n=FUNNEL_STEPS)
-    ]
+    span = {"since": since_t, "until": until_t}
+    top = [str(row[0]) for row in _rows(con, TOP_ACTIONS_SQL, n=FUNNEL_STEPS, **span)]
+    popular = [str(row[0]) for row in _rows(con, IN_ORDER_SQL, names=top, **span)]
 
     funnel = request.funnel
     if funnel is None:
         funnel = tuple(popular)
         if funnel:
-            notes.append(f"funnel: the {len(funnel)} actions done by the most people")
+            notes.append(f"funnel: the {len(funnel)} actions most people did, in their usual order")
     retention = request.retention
     if retention is None and popular:
         retention = (popular[0], popular[0])
@@ -134,7 +134,10 @@ def plan_report(con: db.Connection, request: Request) -> Plan:
 
     experiment, conversion = request.experiment, request.conversion
     if experiment is None:
-        found = _rows(con, EXPERIMENT_SQL, since=since_t, until=until_t, pattern=EXPERIMENT_NAME)
+        fewest, most = EXPERIMENT_VALUES
+        found = _rows(
+            con, EXPERIMENT_SQL, pattern=EXPERIMENT_NAME, fewest=fewest, most=most, **span
+        )
         if found:
             experiment = str(found[0][0])
             notes.append(f"experiment: {experiment!r}, the property named like one")
@@ -209,6 +212,26 @@ SELECT a.name AS action, count(DISTINCT u.personid) AS people, count(*) AS event
  LIMIT :n
 """
 
+# Actions in the order people usually do them: by how long after the first of them each person
+# first does each one (the median: late-arriving lines, hours old, would drag a mean). Within each
+# person, so that an action done mostly by people who arrived early does not look early.
+IN_ORDER_SQL: Final = """
+SELECT a.name
+  FROM (SELECT x.actionid, min(e.t) AS first_t,
+               min(min(e.t)) OVER (PARTITION BY u.personid) AS start
+          FROM km2pg.events e
+          JOIN km2pg.event_actions x USING (eventid)
+          JOIN km2pg.users u ON u.userid = e.userid
+         WHERE e.t >= :since AND e.t < :until
+           AND x.eventid >= km2pg.eventid_from(:since) AND x.eventid < km2pg.eventid_from(:until)
+           AND x.actionid IN (SELECT actionid FROM km2pg.actions WHERE name = ANY(:names))
+         GROUP BY x.actionid, u.personid) AS f
+  JOIN km2pg.actions a USING (actionid)
+ GROUP BY a.name
+ ORDER BY percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM f.first_t - f.start)),
+          a.name
+"""
+
 EXPERIMENT_SQL: Final = """
 SELECT k.name, count(DISTINCT p.value) AS variants, count(*) AS settings
   FROM km2pg.event_properties p
@@ -216,7 +239,7 @@ SELECT k.name, count(DISTINCT p.value) AS variants, count(*) AS settings
  WHERE p.eventid >= km2pg.eventid_from(:since) AND p.eventid < km2pg.eventid_from(:until)
    AND k.name ~ :pattern
  GROUP BY k.name
-HAVING count(DISTINCT p.value) BETWEEN 2 AND 10
+HAVING count(DISTINCT p.value) BETWEEN :fewest AND :most
  ORDER BY settings DESC, k.name
  LIMIT 1
 """
@@ -435,9 +458,7 @@ def _ab_test(con: db.Connection, plan: Plan, span: dict[str, Any]) -> Section:
         ("low", "share"),
         ("high", "share"),
     ]
-    table = _table(
-        con, AB_TEST_SQL, columns, key=plan.experiment, action=plan.conversion, **span
-    )
+    table = _table(con, AB_TEST_SQL, columns, key=plan.experiment, action=plan.conversion, **span)
     sql = _call("ab_test", plan.experiment, plan.conversion, plan.since, plan.until)
     return Section("ab_test", f"A/B test: {plan.experiment} -> {plan.conversion}", sql, table)
 
@@ -477,11 +498,14 @@ def fmt(value: Any, kind: str) -> str:
 
 
 def retention_grid(table: Table) -> tuple[list[date], list[int], dict[date, int], list[list[Any]]]:
-    """Cohorts, periods, cohort sizes, and the shares as a grid (None where not complete)."""
+    """Cohorts, periods, cohort sizes, and the shares as a grid (None where not complete).
+
+    Periods complete for no cohort (all after the range's end) are left out.
+    """
     cohorts = sorted(set(table.column("cohort")))
-    periods = sorted(set(table.column("period")))
+    periods = sorted({row[2] for row in table.rows if row[5]})
     sizes: dict[date, int] = {}
-    grid = [[None] * len(periods) for _ in cohorts]
+    grid: list[list[Any]] = [[None] * len(periods) for _ in cohorts]
     for cohort, people, period, _returned, share, complete in table.rows:
         sizes[cohort] = people
         if complete:
@@ -510,7 +534,8 @@ def print_report(report: Report, out: TextIO = sys.stdout) -> None:
             _print_retention(section.table, out)
         else:
             table = section.table
-            cells = [[fmt(v, k) for v, k in zip(row, table.kinds, strict=True)] for row in table.rows]
+            kinds = table.kinds
+            cells = [[fmt(v, k) for v, k in zip(row, kinds, strict=True)] for row in table.rows]
             _print_cells(list(table.columns), cells, out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from datetime import date
 from decimal import Decimal
@@ -226,7 +227,8 @@ def _people(table: Table) -> Figure:
         "y": table.column("people"),
         "customdata": table.column("events"),
         "marker": {"color": BLUE},
-        "hovertemplate": "%{x|%a %d %b %Y}<br>%{y:,} people<br>%{customdata:,} events<extra></extra>",
+        "hovertemplate": "%{x|%a %d %b %Y}<br>%{y:,} people<br>%{customdata:,} events"
+        "<extra></extra>",
     }
     layout = _layout("day (UTC)", "people", xaxis={"type": "date", "tickformat": "%d %b"})
     return {"data": [trace], "layout": layout}
@@ -252,7 +254,9 @@ def _actions(table: Table) -> Figure:
 
 
 def _funnel(table: Table) -> Figure:
-    labels = [f"{s}. {_e(a)}" for s, a in zip(table.column("step"), table.column("action"), strict=True)]
+    labels = [
+        f"{s}. {_e(a)}" for s, a in zip(table.column("step"), table.column("action"), strict=True)
+    ]
     people = table.column("people")
     shares = table.column("of_first")
     text = [
@@ -290,8 +294,9 @@ def _retention(table: Table) -> Figure:
         "y": [f"{c:%d %b %Y} ({sizes[c]:,})" for c in cohorts],
         "zmin": 0,
         "zmax": top,
-        "colorscale": "Blues",
-        "texttemplate": "%{z:.1f}%",
+        "colorscale": [[0, "#eff6ff"], [0.5, "#60a5fa"], [1, "#1e3a8a"]],
+        "text": [["" if v is None else f"{v:.1f}%" for v in row] for row in z],
+        "texttemplate": "%{text}",
         "hoverongaps": False,
         "xgap": 2,
         "ygap": 2,
@@ -304,8 +309,12 @@ def _retention(table: Table) -> Figure:
         "cohort (people)",
         height=height,
         xaxis={"type": "category", "gridcolor": "white", "linecolor": "white"},
-        yaxis={"type": "category", "autorange": "reversed", "gridcolor": "white",
-               "rangemode": "normal"},
+        yaxis={
+            "type": "category",
+            "autorange": "reversed",
+            "gridcolor": "white",
+            "rangemode": "normal",
+        },
     )
     return {"data": [trace], "layout": layout}
 
@@ -315,7 +324,8 @@ def _ab_test(table: Table) -> Figure:
     low = [100 * _float0(v) for v in table.column("low")]
     high = [100 * _float0(v) for v in table.column("high")]
     labels = [
-        f"{_e(v)}<br>{p:,} people" for v, p in zip(table.column("variant"), table.column("people"), strict=True)
+        f"{_e(v)}<br>{p:,} people"
+        for v, p in zip(table.column("variant"), table.column("people"), strict=True)
     ]
     trace = {
         "type": "bar",
@@ -379,6 +389,7 @@ def _revenue(table: Table) -> Figure:
         yaxis={"tickformat": ",.0f"},
         yaxis2={
             "title": {"text": "payers"},
+            "dtick": _integer_step(max(table.column("payers"), default=1)),
             "overlaying": "y",
             "side": "right",
             "rangemode": "tozero",
@@ -401,6 +412,13 @@ def _day(value: date) -> str:
     return value.isoformat()
 
 
+def _integer_step(top: int, ticks: int = 5) -> int:
+    """A whole, round tick step for counts up to top (no "6.5 payers")."""
+    raw = max(1.0, top / ticks)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return int(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw))
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -421,8 +439,7 @@ def _script_safe(js: str) -> str:
 # Each chart marks itself drawn (data-drawn) once plotly has rendered it; the browser test waits
 # for that. Sizes follow the window (responsive) and the page (a resize after layout).
 DRAW: Final = """
-const CONFIG = {displaylogo: false, responsive: true,
-                modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"]};
+const CONFIG = {displayModeBar: false, responsive: true};
 for (const [id, fig] of Object.entries(FIGURES)) {
   const div = document.getElementById(id);
   Plotly.newPlot(div, fig.data, fig.layout, CONFIG).then(() => { div.dataset.drawn = "1"; });
