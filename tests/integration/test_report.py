@@ -203,3 +203,28 @@ def test_bad_report_options_give_one_clear_error(demo_dsn, tmp_path, args, messa
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_report_of_an_export_without_experiment_or_revenue_says_so(database, tmp_path):
+    from tests.helpers import load_serially, write_export
+
+    t = 1_780_000_000  # 2026-05-28
+    # Signing up comes a minute after the visit: the default funnel follows that order, not
+    # the alphabet.
+    lines = [
+        {"_n": name, "_p": person, "_t": t + 3600 * hour + 60 * step, "plan": "pro"}
+        for hour, person in enumerate(["ann", "bob", "cy"])
+        for step, name in enumerate(("visited site", "signed up"))
+    ]
+    load_serially(database, [write_export(tmp_path, 1, lines)])
+    out = tmp_path / "r.html"
+    done = km2pg("report", "--dsn", dsn_of(database), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "range: the 30 days up to the newest event (2026-05-28)" in done.stdout
+    assert "(no experiment: pass --experiment KEY --conversion ACTION)" in done.stdout
+    assert "(no revenue: no 'billing amount' property loaded (pass --revenue KEY))" in done.stdout
+    assert re.search(r"\n +2 +signed up +3 +100\.0% +100\.0%\n", done.stdout), done.stdout
+    text = out.read_text(encoding="utf-8")
+    assert 'id="chart-funnel"' in text
+    assert 'id="chart-ab_test"' not in text
+    assert "no experiment: pass --experiment KEY" in text

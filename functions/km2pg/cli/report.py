@@ -2,8 +2,9 @@
 
 Every number comes from the database through the insights objects of migration 0002
 (``km2pg.funnel``, ``retention``, ``ab_test``, ``revenue``) or a plain count over the tables; no
-analytics is repeated here. This module decides what to ask (the defaults for left-out options),
-asks it, and prints the answers; :mod:`km2pg.cli.report_html` draws them.
+analytics is repeated here. This module decides what to ask (the defaults for left-out options)
+and asks it; :mod:`km2pg.cli.report_text` prints the answers and :mod:`km2pg.cli.report_html`
+draws them.
 
 Defaults, chosen so that any export gives a useful report:
 
@@ -11,8 +12,9 @@ Defaults, chosen so that any export gives a useful report:
   export whose data stopped a year ago still shows its last month;
 - the funnel is the three actions done by the most people, in the order people usually do them
   (by the median time from each person's first of them to their first of each);
-- retention is "came back to do the most common action again": that action as both the first and
-  the return action, in weeks (days for ranges of two weeks or less, months beyond half a year);
+- retention is "came back to do the funnel's first action again": that action as both the first
+  and the return action, in weeks (days for ranges of two weeks or less, months beyond half a
+  year), as many periods as the range holds (at most 12);
 - the A/B test is the property whose name says experiment, variation, variant or test and which
   has 2 to 10 values in the range (the most set one), converting to the funnel's last step;
 - revenue is the ``billing amount`` key (Kissmetrics' standard name), shown only when that key
@@ -22,12 +24,10 @@ Defaults, chosen so that any export gives a useful report:
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import pg8000.exceptions
 
@@ -126,9 +126,9 @@ def plan_report(con: db.Connection, request: Request) -> Plan:
         if funnel:
             notes.append(f"funnel: the {len(funnel)} actions most people did, in their usual order")
     retention = request.retention
-    if retention is None and popular:
-        retention = (popular[0], popular[0])
-        notes.append(f"retention: people who came back to {popular[0]!r}")
+    if retention is None and funnel:
+        retention = (funnel[0], funnel[0])
+        notes.append(f"retention: people who came back to {funnel[0]!r}")
     unit = _unit(since, until, day_up_to=14, week_up_to=183)
     periods = min(MAX_PERIODS, _units_between(since, until, unit))
 
@@ -477,92 +477,3 @@ def _revenue(con: db.Connection, plan: Plan, span: dict[str, Any]) -> Section:
     table = _table(con, REVENUE_SQL, columns, key=plan.revenue, unit=plan.revenue_unit, **span)
     sql = _call("revenue", plan.revenue, plan.since, plan.until, plan.revenue_unit)
     return Section("revenue", f"{title}: {plan.revenue}", sql, table)
-
-
-# ---------------------------------------------------------------------------------------------
-# Showing it in the terminal
-
-
-def fmt(value: Any, kind: str) -> str:
-    """One cell as a person reads it."""
-    if value is None:
-        return "-"
-    formats: dict[str, Callable[[Any], str]] = {
-        "int": lambda v: f"{v:,}",
-        "share": lambda v: f"{100 * float(v):.1f}%",
-        "money": lambda v: f"{Decimal(v):,.2f}",
-        "num": lambda v: f"{float(v):.4g}",
-        "bool": lambda v: "yes" if v else "no",
-    }
-    return formats.get(kind, str)(value)
-
-
-def retention_grid(table: Table) -> tuple[list[date], list[int], dict[date, int], list[list[Any]]]:
-    """Cohorts, periods, cohort sizes, and the shares as a grid (None where not complete).
-
-    Periods complete for no cohort (all after the range's end) are left out.
-    """
-    cohorts = sorted(set(table.column("cohort")))
-    periods = sorted({row[2] for row in table.rows if row[5]})
-    sizes: dict[date, int] = {}
-    grid: list[list[Any]] = [[None] * len(periods) for _ in cohorts]
-    for cohort, people, period, _returned, share, complete in table.rows:
-        sizes[cohort] = people
-        if complete:
-            grid[cohorts.index(cohort)][periods.index(period)] = share
-    return cohorts, periods, sizes, grid
-
-
-def print_report(report: Report, out: TextIO = sys.stdout) -> None:
-    plan = report.plan
-    t = report.totals
-    print(f"km2pg report, {plan.since} to {plan.until} (exclusive), {report.database}", file=out)
-    print(
-        f"{t['people']:,} people ({t['identities']:,} identities) did {t['events']:,} events",
-        file=out,
-    )
-    for note in plan.notes:
-        print(f"  default {note}", file=out)
-    for section in report.sections:
-        print(file=out)
-        print(section.title, file=out)
-        if section.sql:
-            print(f"  {section.sql}", file=out)
-        if section.table is None:
-            print(f"  ({section.absent})", file=out)
-        elif section.key == "retention":
-            _print_retention(section.table, out)
-        else:
-            table = section.table
-            kinds = table.kinds
-            cells = [[fmt(v, k) for v, k in zip(row, kinds, strict=True)] for row in table.rows]
-            _print_cells(list(table.columns), cells, out)
-
-
-def _print_retention(table: Table, out: TextIO) -> None:
-    cohorts, periods, sizes, grid = retention_grid(table)
-    headers = ["cohort", "people", *(str(p) for p in periods)]
-    cells = [
-        [str(c), fmt(sizes[c], "int"), *(fmt(v, "share") if v is not None else "" for v in row)]
-        for c, row in zip(cohorts, grid, strict=True)
-    ]
-    _print_cells(headers, cells, out)
-
-
-def _print_cells(headers: list[str], cells: list[list[str]], out: TextIO) -> None:
-    if not cells:
-        print("  (no rows)", file=out)
-        return
-    everything = [headers, *cells]
-    widths = [max(len(row[i]) for row in everything) for i in range(len(headers))]
-    numeric = [all(_numeric(row[i]) for row in cells) for i in range(len(headers))]
-    for row in everything:
-        line = "  ".join(
-            c.rjust(w) if right else c.ljust(w)
-            for c, w, right in zip(row, widths, numeric, strict=True)
-        )
-        print("  " + line.rstrip(), file=out)
-
-
-def _numeric(cell: str) -> bool:
-    return cell in ("", "-") or cell.lstrip("-")[:1].isdigit()

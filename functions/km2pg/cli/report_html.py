@@ -18,17 +18,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from km2pg import db
-from km2pg.cli.report import (
-    Report,
-    Request,
-    Section,
-    Table,
-    fmt,
-    gather,
-    plan_report,
-    print_report,
-    retention_grid,
-)
+from km2pg.cli.report import Report, Request, Section, Table, gather, plan_report
+from km2pg.cli.report_text import fmt, print_report, retention_grid
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import ConfigError
 
