@@ -622,20 +622,24 @@ ANALYZE s_persons;
 # ... ON CONFLICT (whose speculative insertion costs twice as much): under the alias lock no one
 # else writes these rows, and both parts read the statement's one snapshot.
 _FOLD_FILE_TEMPLATE: Final = f"""
-WITH settings AS MATERIALIZED (
+WITH settings AS (
     SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
       FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
 ),
+-- One sort: each person and key's first row is the first setting, the frame's last row the
+-- latest (DISTINCT ON keeps the first row of each).
 folded AS MATERIALIZED (
-    SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid) AS t,
-           CAST(:revision AS bigint) AS revision, l.lineno,
-           f.value AS first_value, km2pg.eventid_time(f.eventid) AS first_t,
-           CAST(:revision AS bigint) AS first_revision, f.lineno AS first_lineno,
-           f.eventid AS first_eventid
-      FROM (SELECT DISTINCT ON (personid, keyid) * FROM settings
-             ORDER BY personid, keyid, s DESC, lineno DESC) AS l
-      JOIN (SELECT DISTINCT ON (personid, keyid) * FROM settings
-             ORDER BY personid, keyid, s, lineno) AS f USING (personid, keyid)
+    SELECT DISTINCT ON (personid, keyid)
+           personid, keyid, last_value(value) OVER w AS value,
+           km2pg.eventid_time(last_value(eventid) OVER w) AS t,
+           CAST(:revision AS bigint) AS revision, last_value(lineno) OVER w AS lineno,
+           value AS first_value, km2pg.eventid_time(eventid) AS first_t,
+           CAST(:revision AS bigint) AS first_revision, lineno AS first_lineno,
+           eventid AS first_eventid
+      FROM settings
+    WINDOW w AS (PARTITION BY personid, keyid ORDER BY s, lineno
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+     ORDER BY personid, keyid, s, lineno
 ),
 updated AS (
 {{update}}
