@@ -255,14 +255,19 @@ SELECT count(DISTINCT u.personid) AS people, count(*) AS events,
  WHERE e.t >= :since AND e.t < :until
 """
 
-# Every day of the range, also days without events.
+# Every day of the range, also days without events. Days are UTC days whatever the session's
+# TimeZone (timestamps without zone, so adding a day never meets a DST change).
 PEOPLE_PER_DAY_SQL: Final = """
-SELECT d::date AS day, count(DISTINCT u.personid) AS people, count(e.userid) AS events
-  FROM generate_series(CAST(:since AS timestamptz), CAST(:until AS timestamptz) - interval '1 day',
+SELECT CAST(d AS date) AS day, coalesce(c.people, 0) AS people, coalesce(c.events, 0) AS events
+  FROM generate_series(CAST(:since AS timestamptz) AT TIME ZONE 'UTC',
+                       CAST(:until AS timestamptz) AT TIME ZONE 'UTC' - interval '1 day',
                        interval '1 day') AS d
-  LEFT JOIN km2pg.events e ON e.t >= d AND e.t < d + interval '1 day'
-  LEFT JOIN km2pg.users u ON u.userid = e.userid
- GROUP BY d ORDER BY d
+  LEFT JOIN (SELECT date_trunc('day', e.t AT TIME ZONE 'UTC') AS day,
+                    count(DISTINCT u.personid) AS people, count(*) AS events
+               FROM km2pg.events e JOIN km2pg.users u USING (userid)
+              WHERE e.t >= :since AND e.t < :until
+              GROUP BY 1) AS c ON c.day = d
+ ORDER BY d
 """
 
 FUNNEL_SQL: Final = """
