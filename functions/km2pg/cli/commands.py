@@ -155,11 +155,15 @@ def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
         "charts (it opens offline). Left-out options take defaults from the data; see README.",
     )
     report_.add_argument(
-        "--since", type=_date, help="first day, UTC (default: 30 days before --until)"
+        "--since",
+        type=_date,
+        metavar="DATE",
+        help="first day, UTC (default: 30 days before --until)",
     )
     report_.add_argument(
         "--until",
         type=_date,
+        metavar="DATE",
         help="the day after the last, UTC (default: the day after the newest event)",
     )
     report_.add_argument(
@@ -168,7 +172,7 @@ def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
     report_.add_argument(
         "--retention",
         metavar="FIRST,RETURN",
-        help="retention's first and return action (default: the top action, twice)",
+        help="retention's first and return action (default: the funnel's first, twice)",
     )
     report_.add_argument(
         "--experiment", metavar="KEY", help="A/B test property (default: one named like it)"
@@ -180,7 +184,10 @@ def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
         "--revenue", metavar="KEY", help="revenue property (default: 'billing amount' if loaded)"
     )
     report_.add_argument(
-        "--out", default="km2pg-report.html", help="the HTML file (default: km2pg-report.html)"
+        "--out",
+        default="km2pg-report.html",
+        metavar="FILE.html",
+        help="the HTML file (default: km2pg-report.html)",
     )
     report_.set_defaults(func=cmd_report)
 
