@@ -41,7 +41,8 @@ def retention_grid(table: Table) -> tuple[list[date], list[int], dict[date, int]
     return cohorts, periods, sizes, grid
 
 
-def print_report(report: Report, out: TextIO = sys.stdout) -> None:
+def print_report(report: Report, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up now: tests and callers may have replaced it
     plan = report.plan
     t = report.totals
     print(f"km2pg report, {plan.since} to {plan.until} (exclusive), {report.database}", file=out)
