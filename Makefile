@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
 	@echo "make test       the whole test suite (embedded PostgreSQL, or \$$KM2PG_TEST_DSN)"
+	@echo "make browser    install Debian's Chromium for the report's browser test (make test does it)"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
