@@ -202,7 +202,13 @@ COMMENT ON FUNCTION km2pg.property_at(bigint, text, timestamptz) IS
 CREATE FUNCTION km2pg.funnel(steps text[], since timestamptz, until timestamptz,
                              within interval DEFAULT '30 days')
     RETURNS TABLE (step int, action text, people bigint, of_first numeric, of_previous numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    -- Every join here is by person over large sets whose sizes the planner can only guess (each
+    -- step's people): hash joins always, never a nested loop over a guess of a few rows; and
+    -- memory enough for hash tables of a million people (the default 4MB spills them to disk).
+    SET enable_nestloop = off
+    SET work_mem = '128MB'
+    AS $$
 DECLARE
     n int := coalesce(array_length(steps, 1), 0);
     names text[];
@@ -282,7 +288,10 @@ COMMENT ON FUNCTION km2pg.funnel(text[], timestamptz, timestamptz, interval) IS
 CREATE FUNCTION km2pg.retention(first_action text, return_action text, since timestamptz,
                                 until timestamptz, unit text DEFAULT 'week', periods int DEFAULT 8)
     RETURNS TABLE (cohort date, people bigint, period int, returned bigint, share numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    SET enable_nestloop = off  -- as funnel: joins by person over sets of guessed sizes
+    SET work_mem = '128MB'
+    AS $$
 DECLARE
     first_id integer;
     return_id integer;
@@ -423,7 +432,10 @@ CREATE FUNCTION km2pg.ab_test(experiment_key text, conversion_action text, since
                               until timestamptz)
     RETURNS TABLE (variant text, people bigint, converted bigint, rate numeric, z numeric,
                    p_value numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    SET enable_nestloop = off  -- as funnel: joins by person over sets of guessed sizes
+    SET work_mem = '128MB'
+    AS $$
 DECLARE
     key_id integer;
     action_id integer;
@@ -491,7 +503,9 @@ CREATE FUNCTION km2pg.revenue(key text DEFAULT 'billing amount',
                               since timestamptz DEFAULT '-infinity',
                               until timestamptz DEFAULT 'infinity', unit text DEFAULT 'month')
     RETURNS TABLE (period_start date, revenue numeric, payers bigint, per_payer numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    SET work_mem = '128MB'  -- as funnel: hash tables of a million people
+    AS $$
 DECLARE
     key_id integer;
 BEGIN
