@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The pinned CDK CLI (package-lock.json), installed by `npm ci`: synth and the infra tests use it.
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table clean
+.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
 	@echo "make test       the whole test suite (embedded PostgreSQL, or \$$KM2PG_TEST_DSN)"
+	@echo "make browser    install Debian's Chromium for the report's browser test (make test does it)"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load speed as users load (1 file, 10 hourly files, a 40-file backfill; two servers) vs COPY floors"
@@ -24,18 +25,23 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "km2pg needs Python 3.11 or newer")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,report]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
 
-test: install $(NODE_STAMP)
+test: install browser $(NODE_STAMP)
 	$(BIN)/python -m pytest
+
+# Debian's Chromium, for the report's browser test (tests/integration/test_report.py).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install
+integration: install browser
 	$(BIN)/python -m pytest tests/integration
 
 lint: install

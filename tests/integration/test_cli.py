@@ -193,3 +193,9 @@ def test_demo_generates_loads_and_answers_the_founding_query(database, tmp_path,
     assert "Top actions" in out
     assert "checkout successful" in out
     assert "signed up" in out
+    # It ends with the report, every section drawn from the demo's data, and says where it is.
+    report = tmp_path / "km2pg-report.html"
+    assert f"report written to {report} (" in out
+    assert "A/B test: homepage variation -> signed up" in out
+    assert "Revenue by day: billing amount" in out
+    assert report.read_text(encoding="utf-8").count('class="chart"') == 6
