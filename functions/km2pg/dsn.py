@@ -1,7 +1,8 @@
 """Connection settings: parse a PostgreSQL DSN (URI or key=value) once, validate it, hide secrets.
 
 TLS is on by default: ``sslmode`` defaults to ``require`` for any host but a local socket or a
-loopback address, where it defaults to ``disable``.
+loopback address, where it defaults to ``disable`` (and to ``verify-full`` with
+``sslrootcert=system``, as in libpq). What each mode verifies: :mod:`km2pg.tls`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from km2pg import tls
 from km2pg.contract import SSLMODES
 from km2pg.errors import ConfigError
 
@@ -63,18 +65,16 @@ class ConnectionSettings:
         return f"{self.user}@{where}:{self.port}/{self.database}"
 
     def ssl_context(self) -> ssl.SSLContext | bool | None:
-        """What pg8000 wants: False (no TLS), True (TLS, unverified), None (TLS if offered),
-        or a verifying context."""
+        """What pg8000 wants: False (no TLS), None (TLS if offered, unverified), or our context
+        (``require``: encrypted, unverified; ``verify-*``: verifying against ``sslrootcert``).
+
+        Raises :class:`ConfigError` when a verifying mode has no usable root.
+        """
         if self.unix_socket is not None or self.sslmode == "disable":
             return False
         if self.sslmode in ("allow", "prefer"):
             return None
-        if self.sslmode == "require":
-            return True
-        context = ssl.create_default_context(cafile=self.sslrootcert)
-        context.check_hostname = self.sslmode == "verify-full"
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        return tls.client_context(self.sslmode, self.sslrootcert)
 
     def uri(self) -> str:
         """A libpq URI for these settings, without the password (psql, logs, messages)."""
@@ -125,13 +125,18 @@ def settings_from_values(values: dict[str, str]) -> ConnectionSettings:
         raise ConfigError(f"the DSN port is not a number: {values.get('port')!r}") from None
     if not 0 < port < 65536:
         raise ConfigError(f"the DSN port is out of range: {port}")
-    local = host.startswith("/") or host in _LOOPBACK
-    sslmode = values.get("sslmode") or ("disable" if local else "require")
+    sslrootcert = values.get("sslrootcert") or None
+    sslmode = values.get("sslmode") or _default_sslmode(host, sslrootcert)
     if sslmode not in SSLMODES:
         raise ConfigError(f"unknown sslmode {sslmode!r}: use one of {', '.join(SSLMODES)}")
-    sslrootcert = values.get("sslrootcert") or None
-    if sslmode in ("verify-ca", "verify-full") and sslrootcert and not os.path.exists(sslrootcert):
-        raise ConfigError(f"sslrootcert file not found: {sslrootcert}")
+    tls.check_root(sslmode, sslrootcert)
+    if (
+        sslmode in tls.VERIFYING
+        and sslrootcert not in (None, tls.SYSTEM, tls.RDS)
+        and not os.path.exists(sslrootcert)
+    ):
+        # Early, for a clear message before connecting; the file is read when connecting.
+        raise ConfigError(f"sslrootcert file {sslrootcert} not found")
     try:
         timeout = float(values.get("connect_timeout") or 10)
     except ValueError:
@@ -150,6 +155,13 @@ def settings_from_values(values: dict[str, str]) -> ConnectionSettings:
         application_name=values.get("application_name") or "km2pg",
         options=values.get("options") or None,
     )
+
+
+def _default_sslmode(host: str, sslrootcert: str | None) -> str:
+    if sslrootcert == tls.SYSTEM:
+        return "verify-full"
+    local = host.startswith("/") or host in _LOOPBACK
+    return "disable" if local else "require"
 
 
 def _parse_uri(text: str) -> dict[str, str]:

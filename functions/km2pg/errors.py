@@ -14,6 +14,15 @@ class ConfigError(Km2pgError):
     """A setting is missing or invalid (a bad DSN, an unknown sslmode, a negative retention)."""
 
 
+class ServerNotTrusted(ConfigError):
+    """TLS verification failed: the server's certificate does not chain to the trusted roots
+    (``sslrootcert``), or does not name the host connected to.
+
+    Not transient: retrying meets the same certificate. Fix the setting (or find out who is
+    answering in the database's place).
+    """
+
+
 class DatabaseUnavailable(Km2pgError):
     """The database cannot be reached, refused us, or dropped the connection.
 

@@ -160,8 +160,13 @@ def _apply(
                 if store.loaded_fileid(con, file.export_key, entry.content_md5 or "") is not None:
                     # Another loader finished the same file while we parsed it.
                     raise _AlreadyLoaded
-                added = store.insert_facts(con, file.revision, stats.names, timings)
-                counts = _counts(stats, added)
+                # Asked under the load's lock: a forget that committed first is seen.
+                suppressing = store.suppressions_exist(con)
+                rejects_gone = store.suppress_rejects(con) if suppressing else 0
+                added = store.insert_facts(
+                    con, file.revision, stats.names, timings, suppress=suppressing
+                )
+                counts = _counts(stats, added, rejects_gone)
                 fileid = store.record(con, entry, "loaded", counts)
                 store.keep_rejects(con, fileid)
                 store.update_people(
@@ -206,8 +211,9 @@ def _fail(
     reason: str,
     started: float,
 ) -> LoadResult:
-    counts = _counts(stats, store.RowCounts())
     with db.transaction(con):
+        rejects_gone = store.suppress_rejects(con) if store.suppressions_exist(con) else 0
+        counts = _counts(stats, store.RowCounts(), rejects_gone)
         fileid = store.record(con, entry, "failed", counts, error=reason)
         store.keep_rejects(con, fileid, limit=store.MAX_FAILED_REJECTS)
     return _result(file, "failed", fileid, counts, started, entry.size, error=reason)
@@ -223,14 +229,16 @@ def record_failure(con: Connection, file: ExportFile, error: Km2pgError) -> None
         pass
 
 
-def _counts(stats: StageStats, added: store.RowCounts) -> store.RowCounts:
+def _counts(stats: StageStats, added: store.RowCounts, rejects_gone: int = 0) -> store.RowCounts:
+    """The ledger's counts; rejected lines of forgotten identities count as suppressed."""
     return store.RowCounts(
         lines=stats.lines,
         events=added.events,
         actions=added.actions,
         properties=added.properties,
         aliases=added.aliases,
-        rejects=stats.rejects,
+        rejects=stats.rejects - rejects_gone,
+        suppressed=added.suppressed + rejects_gone,
         min_t=stats.min_time(),
         max_t=stats.max_time(),
     )

@@ -1,4 +1,8 @@
-"""What has been loaded: the ledger's totals, freshness, table sizes and the latest errors."""
+"""What has been loaded: the ledger's totals, freshness, table sizes and the latest errors.
+
+Before the first file arrives, it says so, with the time since the schema was created (when
+km2pg was first deployed or run against this database).
+"""
 
 from __future__ import annotations
 
@@ -19,13 +23,21 @@ class Status:
     lag_seconds: float | None = None
     last_load: datetime | None = None
     schema_version: int = 0
+    installed_at: datetime | None = None
+    """When the schema was created: its first migration's time."""
     tables: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def no_file_yet(self) -> bool:
+        """Nothing in the ledger: no file from Kissmetrics has arrived (or been loaded) yet."""
+        return sum(self.files.values()) == 0
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("newest_event", "last_load"):
+        data["no_file_yet"] = self.no_file_yet
+        for key in ("newest_event", "last_load", "installed_at"):
             value = data[key]
             data[key] = value.isoformat() if value else None
         for error in data["errors"]:
@@ -46,8 +58,23 @@ _TABLES = (
 )
 
 
+# The table and, for a partitioned one, all its partitions (pg_partition_tree gives nothing for a
+# plain table). Row counts are estimates (exact counts would scan everything): the planner's, or
+# for a table never analyzed yet, the statistics system's live row count.
+_TABLE_SIZE = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0),
+       coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
+                         ELSE coalesce(s.n_live_tup, 0) END), 0)
+  FROM pg_class c
+  LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ WHERE c.oid = CAST(:t AS regclass)
+    OR c.oid IN (SELECT relid FROM pg_partition_tree(CAST(:t AS regclass)))
+"""
+
+
 def status(con: Connection, errors: int = 5) -> Status:
     result = Status(schema_version=db.schema_version(con))
+    result.installed_at = db.scalar(con, "SELECT min(applied_at) FROM km2pg.schema_migrations")
     for state, count in db.rows(con, "SELECT status, count(*) FROM km2pg.files GROUP BY 1"):
         result.files[state] = int(count)
     for state in ("loaded", "skipped", "failed"):
@@ -64,17 +91,7 @@ def status(con: Connection, errors: int = 5) -> Status:
     if newest is not None:
         result.lag_seconds = (datetime.now(UTC) - newest).total_seconds()
     for table in _TABLES:
-        # Sizes over all partitions; estimated row counts (exact counts would scan everything).
-        size, estimate = db.rows(
-            con,
-            """
-            SELECT coalesce(sum(pg_total_relation_size(relid)), 0),
-                   coalesce(sum(greatest(c.reltuples, 0)), 0)
-              FROM pg_partition_tree(CAST(:t AS regclass)) p
-              JOIN pg_class c ON c.oid = p.relid
-            """,
-            t=f"km2pg.{table}",
-        )[0]
+        size, estimate = db.rows(con, _TABLE_SIZE, t=f"km2pg.{table}")[0]
         result.tables[table] = int(size)
         result.rows[table] = int(estimate)
     for path, error, at in db.rows(

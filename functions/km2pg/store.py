@@ -118,6 +118,8 @@ class RowCounts:
     properties: int = 0
     aliases: int = 0
     rejects: int = 0
+    suppressed: int = 0
+    """Lines of forgotten identities (km2pg.forget), dropped rather than loaded or rejected."""
     min_t: datetime | None = None
     max_t: datetime | None = None
 
@@ -165,11 +167,11 @@ def record(
         con,
         """
         INSERT INTO km2pg.files (source, path, export_key, revision, etag, content_md5, size,
-            status, lines, events, actions, properties, aliases, rejects, min_t, max_t,
-            started_at, error)
+            status, lines, events, actions, properties, aliases, rejects, suppressed, min_t,
+            max_t, started_at, error)
         VALUES (:source, :path, :export_key, :revision, :etag, :content_md5, :size,
-            :status, :lines, :events, :actions, :properties, :aliases, :rejects, :min_t, :max_t,
-            :started_at, :error)
+            :status, :lines, :events, :actions, :properties, :aliases, :rejects, :suppressed,
+            :min_t, :max_t, :started_at, :error)
         RETURNING fileid
         """,
         # The parameters are named after the fields of the entry and the counts.
@@ -286,6 +288,87 @@ CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p2 FROM {STAGE} WHERE rec = 'a';
 ANALYZE s_names;
 """
+
+# Forgotten identities (km2pg.forget): the list holds SHA-256 hashes of names, so the file's
+# distinct names are hashed (not its lines), and only while the list is not empty. Their lines go
+# from staging before anything is written, as if the file never held them: their events and
+# property sets (with them, their properties), their aliases, and their rejected lines (the
+# identity read from the raw text: best effort). A name seen only in their alias lines is not
+# created either.
+_SUPPRESSIONS_EXIST: Final = "SELECT EXISTS (SELECT FROM km2pg.suppressed_identities)"
+_SUPPRESSED_NAMES: Final = """
+CREATE TEMP TABLE s_suppressed ON COMMIT DROP AS
+SELECT name FROM s_names
+ WHERE sha256(convert_to(name, 'UTF8')) IN (SELECT name_sha256 FROM km2pg.suppressed_identities);
+CREATE TEMP TABLE s_partners (name text NOT NULL) ON COMMIT DROP;
+-- A handful of rows: so the planner knows, and hashes them rather than the staged lines.
+ANALYZE s_suppressed;
+"""
+# Joins whose small side is the suppressed names: one pass over the staged lines. Their
+# properties may stay staged: they reach the database only through their line's event.
+_SUPPRESS_LINES: Final = f"""
+WITH lines AS (
+    DELETE FROM {STAGE}_lines s USING s_suppressed x WHERE s.p = x.name
+    RETURNING s.lineno
+), aliases AS (
+    DELETE FROM {STAGE}_aliases s
+     WHERE s.rec = 'a'
+       AND (s.p IN (SELECT name FROM s_suppressed) OR s.p2 IN (SELECT name FROM s_suppressed))
+    RETURNING s.p, s.p2
+), partners AS (
+    INSERT INTO s_partners (name)
+    SELECT p FROM aliases UNION SELECT p2 FROM aliases EXCEPT SELECT name FROM s_suppressed
+)
+SELECT (SELECT count(*) FROM lines) + (SELECT count(*) FROM aliases)
+"""
+_FORGET_NAMES: Final = "DELETE FROM s_names WHERE name IN (SELECT name FROM s_suppressed)"
+# Identities aliased to a forgotten one that no other line of the file names (usually none: a
+# person's identities are forgotten together).
+_FORGET_PARTNERS: Final = f"""
+ANALYZE s_partners;
+DELETE FROM s_names
+ WHERE name IN (SELECT name FROM s_partners)
+   AND name NOT IN (SELECT s.p FROM {STAGE}_lines s JOIN s_partners x ON s.p = x.name
+                    UNION ALL
+                    SELECT s.p FROM {STAGE}_aliases s JOIN s_partners x ON s.p = x.name
+                     WHERE s.rec = 'a'
+                    UNION ALL
+                    SELECT s.p2 FROM {STAGE}_aliases s JOIN s_partners x ON s.p2 = x.name
+                     WHERE s.rec = 'a')
+"""
+_IDENTITY_IN_RAW: Final = r'"_p2?"\s*:\s*"([^"\\]*)"'
+"""An identity as a rejected line spells it (a JSON string without escapes)."""
+_SUPPRESS_REJECTS: Final = f"""
+DELETE FROM {STAGE} s
+ WHERE s.rec = 'r'
+   AND EXISTS (SELECT FROM regexp_matches(s.value, :pattern, 'g') AS m (v)
+                WHERE sha256(convert_to(m.v[1], 'UTF8'))
+                      IN (SELECT name_sha256 FROM km2pg.suppressed_identities))
+"""
+
+
+def suppressions_exist(con: Connection) -> bool:
+    """Whether any identity was ever forgotten (one cheap query; loads skip the rest if not)."""
+    return bool(db.scalar(con, _SUPPRESSIONS_EXIST))
+
+
+def suppress_rejects(con: Connection) -> int:
+    """Drop the staged rejected lines of forgotten identities; returns how many."""
+    con.run(_SUPPRESS_REJECTS, pattern=_IDENTITY_IN_RAW)
+    return int(con.row_count or 0)
+
+
+def _suppress_lines(con: Connection) -> int:
+    """Drop the staged lines of forgotten identities (``s_names`` made); returns how many."""
+    con.run(_SUPPRESSED_NAMES)
+    if not db.scalar(con, "SELECT EXISTS (SELECT FROM s_suppressed)"):
+        return 0
+    gone = int(db.scalar(con, _SUPPRESS_LINES))
+    con.run(_FORGET_NAMES)
+    if db.scalar(con, "SELECT EXISTS (SELECT FROM s_partners)"):
+        con.run(_FORGET_PARTNERS)
+    return gone
+
 
 # New identities take the fast path too: a plain INSERT, redone with ON CONFLICT when a concurrent
 # loader added one of the same names first.
@@ -420,14 +503,21 @@ def insert_facts(
     revision: int,
     names: StagedNames,
     timings: dict[str, float] | None = None,
+    *,
+    suppress: bool = False,
 ) -> Added:
     """Dictionaries, then events, actions and properties, from the staging table.
 
-    Returns the rows this load added (a reload adds none). ``timings`` collects each step's
-    seconds.
+    Returns the rows this load added (a reload adds none). With ``suppress``, the lines of
+    forgotten identities are dropped first and counted. ``timings`` collects each step's seconds.
     """
     clock = _Clock(timings)
     con.run(_NAMES_STAGED)
+    suppressed = 0
+    if suppress:
+        clock.lap("users")  # the file's names: part of the users step, as without suppression
+        suppressed = _suppress_lines(con)
+        clock.lap("suppress")
     _insert(con, _USERS, _USERS_SAFE)
     con.run(_USERS_STAGED)
     clock.lap("users")
@@ -457,6 +547,7 @@ def insert_facts(
         properties=properties,
         aliases=aliases,
         properties_met_stored=met_stored,
+        suppressed=suppressed,
     )
 
 

@@ -349,3 +349,28 @@ def test_metrics_are_emitted_for_a_loaded_file(aws, database, context, capsys):
     assert {"FilesLoaded", "LinesLoaded", "LoadSeconds", "ExportLagSeconds"} <= names
     values = {k: v for doc in emf for k, v in doc.items() if k in ("FilesLoaded", "LinesLoaded")}
     assert values == {"FilesLoaded": [1.0], "LinesLoaded": [3.0]}
+
+
+def test_an_unusable_ca_file_is_a_configuration_error_not_an_unavailable_database(
+    aws, database, context, capsys, caplog, monkeypatch
+):
+    monkeypatch.setenv("KM2PG_DB_SSLMODE", "verify-full")
+    monkeypatch.setenv("KM2PG_DB_SSLROOTCERT", "/nonexistent/ca.pem")
+    # Over TCP, as deployed (a Unix socket never uses TLS). Nothing listens there: had the
+    # loader tried to connect before reading its CA file, this would be "database unavailable".
+    secret = json.loads(aws.secrets.get_secret_value(SecretId=aws.secret_arn)["SecretString"])
+    secret.update(host="127.0.0.1", port=1)
+    aws.secrets.put_secret_value(SecretId=aws.secret_arn, SecretString=json.dumps(secret))
+    runtime.reset()
+    meta = put(aws, "revisions/80.json", export_body(80))
+    event = sqs_event(s3_notification(("revisions/80.json", meta)), TEST_EVENT)
+    assert failures(loader.handler(event, context)) == ["m0"]
+    ours = [r for r in caplog.records if r.name == "km2pg" and r.levelname == "ERROR"]
+    assert [r.getMessage() for r in ours] == [
+        "configuration error: no file can load until it is fixed, then redrive the queue"
+    ]
+    assert ours[0].error == "sslrootcert file /nonexistent/ca.pem not found"
+    assert ours[0].exc_info is None
+    assert "database unavailable" not in caplog.text
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    assert [doc["ConfigErrors"] for doc in emf if "ConfigErrors" in doc] == [[1.0]]

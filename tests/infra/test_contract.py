@@ -21,6 +21,7 @@ from layers.bundling import REQUIREMENTS
 
 from km2pg.contract import METRIC_NAMESPACE, SERVICE, Env, Handler, Metric, names
 from km2pg.handlers.config import Config
+from km2pg.tls import RDS_CA_BUNDLE_PACKAGE_PATH
 
 from .conftest import ROOT, Synth
 
@@ -148,6 +149,8 @@ def test_the_lambda_asset_holds_the_core_and_handlers_but_no_command_line(defaul
     assert (package / "load.py").is_file()
     assert (package / "contract.py").is_file()
     assert (package / "handlers" / "loader.py").is_file()
+    # The Amazon RDS CA bundle (sslrootcert=rds) ships with the code.
+    assert (package.parent / RDS_CA_BUNDLE_PACKAGE_PATH).is_file()
     assert list((package / "schema").glob("0001_*.sql"))
     assert not (package / "cli").exists()
     assert not list(package.rglob("*.pyc"))

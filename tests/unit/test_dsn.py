@@ -233,7 +233,7 @@ def test_an_unknown_sslmode_is_an_error() -> None:
 
 
 def test_a_missing_sslrootcert_is_an_error_for_verifying_modes() -> None:
-    with pytest.raises(ConfigError, match="sslrootcert file not found"):
+    with pytest.raises(ConfigError, match=r"sslrootcert file /nonexistent/ca\.pem not found"):
         parse_dsn("host=h sslmode=verify-full sslrootcert=/nonexistent/ca.pem")
     # Not checked when it would not be used.
     assert parse_dsn("host=h sslmode=require sslrootcert=/nonexistent/ca.pem").sslmode == "require"
@@ -241,16 +241,15 @@ def test_a_missing_sslrootcert_is_an_error_for_verifying_modes() -> None:
 
 def test_ssl_context_per_mode() -> None:
     def context(mode: str, host: str = "db.example.com") -> object:
-        return ConnectionSettings(host=host, sslmode=mode).ssl_context()
+        return ConnectionSettings(host=host, sslmode=mode, sslrootcert="rds").ssl_context()
 
     assert context("disable") is False
     assert context("allow") is None
     assert context("prefer") is None
-    assert context("require") is True
-    for mode in ("verify-ca", "verify-full"):
+    for mode in ("require", "verify-ca", "verify-full"):
         ctx = context(mode)
         assert isinstance(ctx, ssl.SSLContext)
-        assert ctx.verify_mode == ssl.CERT_REQUIRED
+        assert ctx.verify_mode == (ssl.CERT_NONE if mode == "require" else ssl.CERT_REQUIRED)
         assert ctx.check_hostname is (mode == "verify-full")
     # A unix socket never uses TLS, whatever the mode says.
     assert context("require", host="/tmp") is False

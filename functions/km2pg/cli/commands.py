@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from km2pg.cli.loading import load_with_progress
 from km2pg.cli.report_html import make_report
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.errors import ConfigError, Km2pgError
+from km2pg.forget import describe, forget
 from km2pg.load import DEFAULT_MAX_REJECT_SHARE
 from km2pg.prune import prune
 from km2pg.reconcile import reconcile
@@ -102,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pruning.add_argument("--dry-run", action="store_true", help="report, remove nothing")
     pruning.set_defaults(func=cmd_prune)
+
+    forgetting = commands.add_parser(
+        "forget",
+        parents=[common],
+        help="delete everything about the persons these identities belong to, for good",
+    )
+    forgetting.add_argument("identities", nargs="*", metavar="IDENTITY", help="an identity (_p)")
+    forgetting.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="identities one a line from FILE ('-': standard input), kept out of shell history",
+    )
+    forgetting.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    forgetting.set_defaults(func=cmd_forget)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     migrate.set_defaults(func=cmd_migrate)
@@ -236,10 +252,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(), indent=2))
         return 0
     files = report.files
-    print(
-        f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
-        f"{files['failed']:,} failed"
-    )
+    if report.no_file_yet:
+        since = (
+            f" ({_duration((datetime.now(UTC) - report.installed_at).total_seconds())} since "
+            "the schema was created)"
+            if report.installed_at
+            else ""
+        )
+        print(f"files:   no file from Kissmetrics yet{since}")
+    else:
+        print(
+            f"files:   {files['loaded']:,} loaded, {files['skipped']:,} skipped, "
+            f"{files['failed']:,} failed"
+        )
     print(f"lines:   {report.lines:,} loaded, {report.rejects:,} rejected")
     if report.newest_event is not None and report.lag_seconds is not None:
         print(
@@ -272,6 +297,25 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for table in ("events", "event_actions", "event_properties"):
         print(f"  {table:<17} {result.rows.get(table, 0):>12,} rows")
     return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    identities = list(args.identities)
+    if args.from_file:
+        identities += _lines_of(args.from_file)
+    with db.connection(resolve_settings(args.dsn)) as con:
+        db.ensure_schema(con)
+        result = forget(con, identities, dry_run=args.dry_run)
+    print(describe(result))
+    return 0
+
+
+def _lines_of(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -56,8 +56,10 @@ def summary(results: list[LoadResult], seconds: float) -> str:
     lines = sum(r.lines for r in loaded)
     rejects = sum(r.rejects for r in results if r.status != "skipped")
     rate = lines / seconds if seconds > 0 else 0.0
+    suppressed = sum(r.suppressed for r in loaded)
+    forgotten = f", {suppressed:,} of forgotten identities" if suppressed else ""
     return (
         f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['failed']} failed; "
-        f"{lines:,} lines ({rejects:,} rejected), "
+        f"{lines:,} lines ({rejects:,} rejected{forgotten}), "
         f"{sum(r.events for r in loaded):,} new events in {seconds:.1f} s ({rate:,.0f} lines/s)"
     )

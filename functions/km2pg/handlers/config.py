@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from km2pg import tls
 from km2pg.contract import SSLMODES, Env
 from km2pg.dsn import ConnectionSettings, parse_dsn, settings_from_values
 from km2pg.errors import ConfigError, DatabaseUnavailable
@@ -53,8 +54,14 @@ class Config:
         if sslmode not in SSLMODES:
             raise ConfigError(f"{Env.DB_SSLMODE} must be one of {', '.join(SSLMODES)}")
         sslrootcert = env.get(Env.DB_SSLROOTCERT) or None
-        if sslmode == "verify-full" and not sslrootcert:
-            raise ConfigError(f"{Env.DB_SSLMODE}=verify-full needs {Env.DB_SSLROOTCERT}")
+        if sslmode in tls.VERIFYING and not sslrootcert:
+            raise ConfigError(
+                f"{Env.DB_SSLMODE}={sslmode} needs {Env.DB_SSLROOTCERT} "
+                "(a PEM file's path, 'rds' or 'system')"
+            )
+        # Settings that can never verify fail here; the file itself is read when connecting
+        # (a ConfigError too, never "database unavailable").
+        tls.check_root(sslmode, sslrootcert)
         return cls(
             secret_arn=secret_arn,
             dsn=dsn,

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from km2pg.contract import Metric
-from km2pg.errors import DatabaseUnavailable, SourceError
+from km2pg.errors import ConfigError, DatabaseUnavailable, SourceError
 from km2pg.handlers.observability import logger, metrics, tracer
 from km2pg.handlers.runtime import runtime
 from km2pg.load import LoadResult, load_file, record_failure
@@ -49,6 +49,20 @@ def load_message(record: SQSRecord) -> None:
 
 
 def load_object(ref: ObjectRef) -> LoadResult:
+    try:
+        return _load_object(ref)
+    except ConfigError as error:
+        # Not "database unavailable": no retry can help until the setting is fixed. One line,
+        # no traceback, and a metric of its own to alarm on.
+        metrics.add_metric(name=Metric.CONFIG_ERRORS, unit=MetricUnit.Count, value=1)
+        logger.error(
+            "configuration error: no file can load until it is fixed, then redrive the queue",
+            error=str(error),
+        )
+        raise
+
+
+def _load_object(ref: ObjectRef) -> LoadResult:
     rt = runtime()
     location = f"s3://{ref.bucket}/{ref.key}"
     logger.set_correlation_id(location)
@@ -84,6 +98,7 @@ def report(result: LoadResult, location: str) -> None:
         "lines": result.lines,
         "events": result.events,
         "rejects": result.rejects,
+        "suppressed": result.suppressed,
         "seconds": round(result.seconds, 3),
         "timings": result.timings,
     }
