@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(func=cmd_prune)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    migrate.add_argument(
+        "--no-distribute",
+        dest="distribute",
+        action="store_false",
+        help="on a Citus cluster, keep plain tables on the coordinator (default: distribute them)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     backfill = commands.add_parser(
@@ -273,7 +279,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with db.connection(resolve_settings(args.dsn)) as con:
-        applied = db.migrate(con)
+        applied = db.migrate(con, distribute=args.distribute)
         version = db.schema_version(con)
     if applied:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)

@@ -19,6 +19,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 from pg8000.native import Connection
 
+from km2pg import citus
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError
 
@@ -261,11 +262,18 @@ def schema_version(con: Connection) -> int:
     return int(scalar(con, "SELECT coalesce(max(version), 0) FROM km2pg.schema_migrations"))
 
 
-def migrate(con: Connection, target: int | None = None) -> list[Migration]:
+def migrate(
+    con: Connection, target: int | None = None, *, distribute: bool | None = None
+) -> list[Migration]:
     """Apply the migrations this database lacks, each in its own transaction.
 
     Safe to call from many processes at once: a session advisory lock serializes them, and
     the second caller finds nothing left to do. Returns what was applied.
+
+    On a Citus cluster (see :mod:`km2pg.citus`), ``distribute`` True distributes every table
+    that is not yet, False never does; None (automatic migration before a load) keeps the
+    layout: a schema made now is distributed, and so are new tables of a distributed schema,
+    while a schema kept plain (``km2pg migrate --no-distribute``) stays plain.
     """
     available = migrations()
     if target is None:
@@ -290,9 +298,17 @@ def migrate(con: Connection, target: int | None = None) -> list[Migration]:
                         n=migration.name,
                     )
                 applied.append(migration)
+        _distribute(con, distribute, fresh=current == 0 and bool(applied))
         return applied
     finally:
         con.run("SELECT pg_advisory_unlock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
+
+
+def _distribute(con: Connection, distribute: bool | None, *, fresh: bool) -> None:
+    if distribute is False or not citus.is_cluster(con):
+        return
+    if distribute or fresh or citus.is_distributed(con):
+        citus.distribute(con)
 
 
 def ensure_schema(con: Connection) -> None:
