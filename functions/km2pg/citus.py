@@ -117,3 +117,24 @@ def _place(con: Connection, placement: Placement) -> None:
         column=placement.column,
         colocate=f"km2pg.{placement.colocate_with}" if placement.colocate_with else "default",
     )
+
+
+# Each shard's own estimate, read on the node that holds it ('%s' is where Citus puts the
+# shard's name); a table's rows are counted once however many nodes hold a copy.
+_SHARD_ROWS: Final = "SELECT reltuples FROM pg_class WHERE oid = '%s'::regclass"
+_SIZE_AND_ROWS: Final = """
+SELECT coalesce(sum(citus_total_relation_size(p.relid)), 0),
+       coalesce(sum((SELECT sum(greatest(CAST(r.result AS real), 0))
+                       FROM run_command_on_shards(p.relid, :command) r WHERE r.success)), 0)
+  FROM (SELECT relid FROM pg_partition_tree(CAST(:r AS regclass))
+        UNION SELECT CAST(:r AS regclass)) AS p
+  JOIN pg_class c ON c.oid = p.relid
+ WHERE c.relkind <> 'p'  -- a partitioned table's shards count their partitions' rows again
+"""
+
+
+def size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
+    """Bytes on all nodes (a reference table's copy on each counts) and estimated rows of a
+    Citus table over all its partitions' shards: the coordinator's own tables are empty."""
+    size, rows = con.run(_SIZE_AND_ROWS, r=relation, command=_SHARD_ROWS)[0]
+    return int(size), int(rows)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from km2pg import db
+from km2pg import citus, db
 from km2pg.db import Connection
 
 
@@ -64,19 +64,7 @@ def status(con: Connection, errors: int = 5) -> Status:
     if newest is not None:
         result.lag_seconds = (datetime.now(UTC) - newest).total_seconds()
     for table in _TABLES:
-        # Sizes over all partitions; estimated row counts (exact counts would scan everything).
-        size, estimate = db.rows(
-            con,
-            """
-            SELECT coalesce(sum(pg_total_relation_size(relid)), 0),
-                   coalesce(sum(greatest(c.reltuples, 0)), 0)
-              FROM pg_partition_tree(CAST(:t AS regclass)) p
-              JOIN pg_class c ON c.oid = p.relid
-            """,
-            t=f"km2pg.{table}",
-        )[0]
-        result.tables[table] = int(size)
-        result.rows[table] = int(estimate)
+        result.tables[table], result.rows[table] = _size_and_rows(con, f"km2pg.{table}")
     for path, error, at in db.rows(
         con,
         """
@@ -87,3 +75,25 @@ def status(con: Connection, errors: int = 5) -> Status:
     ):
         result.errors.append({"path": path, "error": error, "at": at})
     return result
+
+
+def _size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
+    """Size over all partitions and estimated rows (exact counts would scan everything).
+
+    The table itself is added to its partition tree: PostgreSQL 15 and older list no tree for
+    a table without partitions."""
+    if citus.is_citus_table(con, relation):
+        return citus.size_and_rows(con, relation)
+    size, estimate = db.rows(
+        con,
+        """
+        SELECT coalesce(sum(pg_total_relation_size(relid)), 0),
+               coalesce(sum(greatest(c.reltuples, 0)), 0)
+          FROM (SELECT relid FROM pg_partition_tree(CAST(:t AS regclass))
+                UNION SELECT CAST(:t AS regclass)) AS p
+          JOIN pg_class c ON c.oid = p.relid
+         WHERE c.relkind <> 'p'  -- a partitioned table may hold its partitions' total rows
+        """,
+        t=relation,
+    )[0]
+    return int(size), int(estimate)
