@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean
+.PHONY: help install test unit integration lint format typecheck demo bench scale synth deploy clean \
+	citus-up citus-down test-citus
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -13,6 +14,8 @@ help:
 	@echo "make format     ruff format and autofix"
 	@echo "make bench      load 1,000,000 synthetic lines and compare with a bare COPY"
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
+	@echo "make test-citus the database tests on a local Citus cluster (CITUS_GIT= or CITUS_SRC=)"
+	@echo "make citus-up   start a local Citus cluster (coordinator + 2 workers); citus-down stops it"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
 	@echo "make clean      remove the virtualenv and caches"
@@ -56,6 +59,17 @@ bench: install
 # About 7 minutes on 2 cores; SCALE_ARGS=--quick runs the same steps at tiny sizes in seconds.
 scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS)
+
+# A local Citus cluster (README: Beyond one machine). Building it needs root and the Citus source:
+# CITUS_GIT (a git directory of citusdata/citus) or CITUS_SRC (a source tree).
+citus-up:
+	bash scripts/citus.sh up
+
+citus-down:
+	bash scripts/citus.sh down
+
+test-citus: install
+	bash scripts/citus.sh test
 
 # The AWS CDK app (infra/). `npm ci` installs the pinned CDK CLI (package-lock.json).
 NODE_STAMP := node_modules/.package-lock.json

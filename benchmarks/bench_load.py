@@ -11,11 +11,14 @@ Run: ``.venv/bin/python benchmarks/bench_load.py [--lines N] [--keep]``.
    with km2pg's keys and checks (what keeping the keys costs, whoever loads).
 5. Load the file again (the skip path), and once more in-process on a fresh database to show
    the load's own per-step timings.
+6. With $KM2PG_BENCH_CITUS_DSN set: load the file into a Citus cluster too, and time the
+   founding query there and on the embedded PostgreSQL (see :func:`citus_row`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +37,7 @@ from common import (
     work_folder,
 )
 from km2pg import db, local, synth
-from km2pg.dsn import ConnectionSettings
+from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.load import LoadResult, load_file, prepare_connection
 from km2pg.sources import local_file
 
@@ -205,6 +208,62 @@ def report(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The Citus row: the same file into a Citus cluster, when one is named
+
+
+CITUS_DSN_ENV: Final = "KM2PG_BENCH_CITUS_DSN"
+"""A database on a Citus coordinator with its workers registered (``scripts/citus.sh dsn``).
+The bench drops its km2pg schema and loads into a fresh one, distributed by ``km2pg load``."""
+FOUNDING_QUERY: Final = """
+SELECT count(1)
+  FROM km2pg.events e
+  JOIN km2pg.event_actions USING (eventid)
+  JOIN km2pg.actions a USING (actionid)
+ WHERE a.name = 'checkout successful'
+   AND e.t >= now() - interval '1 week'
+"""
+FOUNDING_RUNS: Final = 5
+
+
+def founding_query(settings: ConnectionSettings) -> tuple[int, float, list[str]]:
+    """The founding query's answer, its best time of a few runs (ms) and its plan's top lines."""
+    with db.connection(settings) as con:
+        best = float("inf")
+        answer = 0
+        for _ in range(FOUNDING_RUNS):
+            started = time.perf_counter()
+            answer = int(db.scalar(con, FOUNDING_QUERY))
+            best = min(best, time.perf_counter() - started)
+        plan = [str(r[0]) for r in db.rows(con, f"EXPLAIN {FOUNDING_QUERY}")]
+    return answer, best * 1000, plan
+
+
+def citus_row(path: Path, lines: int, plain: ConnectionSettings) -> None:
+    """Load ``path`` into the Citus database named by $KM2PG_BENCH_CITUS_DSN, if set, and print
+    lines/s and the founding query's time and plan beside plain PostgreSQL's (``plain``)."""
+    dsn = os.environ.get(CITUS_DSN_ENV)
+    if not dsn:
+        print(f"\nno Citus row: set {CITUS_DSN_ENV} (see README: Beyond one machine)")
+        return
+    settings = parse_dsn(dsn)
+    with db.connection(settings) as con:
+        con.run("DROP SCHEMA IF EXISTS km2pg CASCADE")
+        workers = len(db.rows(con, "SELECT * FROM citus_get_active_worker_nodes()"))
+    load = run_load(path, dsn)
+    print()
+    print(f"Citus ({workers} workers, {settings.describe()}):")
+    print(
+        f"  km2pg load: {load.seconds:.2f} s, {rate(lines, load.seconds)} lines/s, "
+        f"exit {load.exit_code}"
+    )
+    for name, target in (("plain PostgreSQL", plain), ("Citus", settings)):
+        answer, ms, plan = founding_query(target)
+        print(f"  founding query on {name}: {answer:,} in {ms:.1f} ms (best of {FOUNDING_RUNS})")
+        for line in plan[: 6 if name == "Citus" else 0]:
+            print(f"    {line}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     lines: int = args.lines
@@ -242,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"in-process load: {steps.status} {steps.error}", file=sys.stderr)
                 return 1
             report(lines, file_mb, load, skip, floors, steps)
+            citus_row(path, lines, settings)
     return 0
 
 

@@ -21,6 +21,10 @@ from km2pg import db
 from km2pg.dsn import ConnectionSettings
 
 WORKERS_ENV: Final = "KM2PG_TEST_CITUS_WORKERS"
+HOW_TO_RUN: Final = (
+    "run them with `make test-citus CITUS_GIT=<git dir of citusdata/citus>` "
+    "(or CITUS_SRC=<Citus source tree>)"
+)
 _ATTEMPTS: Final = 10
 OBJECT_IN_USE: Final = "55006"
 
@@ -41,6 +45,13 @@ def _nodes(admin: ConnectionSettings) -> list[ConnectionSettings]:
 
 
 def create_template(admin: ConnectionSettings, name: str) -> None:
+    create_empty(admin, name)
+    with db.connection(admin.with_database(name)) as con:
+        db.migrate(con)
+
+
+def create_empty(admin: ConnectionSettings, name: str) -> None:
+    """A database on every node with the citus extension and the workers registered."""
     for node in _nodes(admin):
         with db.connection(node) as con:
             con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -51,7 +62,6 @@ def create_template(admin: ConnectionSettings, name: str) -> None:
         con.run("SELECT citus_set_coordinator_host(:host, :port)", host=admin.host, port=admin.port)
         for host, port in workers():
             con.run("SELECT citus_add_node(:host, :port)", host=host, port=port)
-        db.migrate(con)
 
 
 def copy_database(admin: ConnectionSettings, template: str, name: str) -> None:
@@ -59,7 +69,9 @@ def copy_database(admin: ConnectionSettings, template: str, name: str) -> None:
     for node in _nodes(admin):
         with db.connection(node) as con:
             # WAL_LOG: a small database copies faster than with a checkpoint (FILE_COPY).
-            _alone(con, template, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY WAL_LOG')
+            _alone(
+                con, template, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY WAL_LOG'
+            )
             con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
 
 

@@ -23,6 +23,16 @@ from tests import citus_cluster
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "kissmetrics-demo"
 TEMPLATE = "km2pg_test_template"
 
+# tests/citus needs a Citus cluster: without one it is not collected at all (so a run without a
+# cluster has no skips), and the header says how to run it.
+collect_ignore = [] if citus_cluster.workers() else ["citus"]
+
+
+def pytest_report_header() -> str | None:
+    if citus_cluster.workers():
+        return f"Citus cluster: {os.environ.get('KM2PG_TEST_DSN')} and {citus_cluster.WORKERS_ENV}"
+    return f"tests/citus not collected (no Citus cluster): {citus_cluster.HOW_TO_RUN}"
+
 
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[ConnectionSettings]:

@@ -61,7 +61,9 @@ def is_cluster(con: Connection) -> bool:
     """Citus with at least one active worker node registered: a cluster to distribute over."""
     if not has_citus(con):
         return False
-    return bool(con.run("SELECT EXISTS (SELECT FROM pg_catalog.citus_get_active_worker_nodes())")[0][0])
+    return bool(
+        con.run("SELECT EXISTS (SELECT FROM pg_catalog.citus_get_active_worker_nodes())")[0][0]
+    )
 
 
 def is_citus_table(con: Connection, relation: str) -> bool:
@@ -112,7 +114,8 @@ def _place(con: Connection, placement: Placement) -> None:
         con.run("SELECT create_reference_table(CAST(:r AS regclass))", r=placement.relation)
         return
     con.run(
-        "SELECT create_distributed_table(CAST(:r AS regclass), :column, colocate_with => :colocate)",
+        "SELECT create_distributed_table(CAST(:r AS regclass), :column,"
+        " colocate_with => :colocate)",
         r=placement.relation,
         column=placement.column,
         colocate=f"km2pg.{placement.colocate_with}" if placement.colocate_with else "default",

@@ -489,7 +489,9 @@ def count_written(con: Connection, sql: str, **params: object) -> int:
     (https://github.com/citusdata/citus/issues/3377). On PostgreSQL the two are the same.
     """
     return int(
-        db.scalar(con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params)
+        db.scalar(
+            con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params
+        )
     )
 
 

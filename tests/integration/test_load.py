@@ -234,10 +234,12 @@ def test_events_land_in_month_partitions_created_on_demand(con, tmp_path):
     )
     load_path(con, tmp_path)
     # Read through the partitions by name (on Citus, tableoid names a shard on a worker).
-    assert db.rows(con, "select t from km2pg.events_2019_02") == [[datetime.fromtimestamp(old, UTC)]]
-    assert db.rows(
-        con, "select km2pg.eventid_time(eventid) from km2pg.event_actions_2019_02"
-    ) == [[datetime.fromtimestamp(old, UTC)]]
+    assert db.rows(con, "select t from km2pg.events_2019_02") == [
+        [datetime.fromtimestamp(old, UTC)]
+    ]
+    assert db.rows(con, "select km2pg.eventid_time(eventid) from km2pg.event_actions_2019_02") == [
+        [datetime.fromtimestamp(old, UTC)]
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
