@@ -24,6 +24,8 @@ from typing import Final
 
 from pg8000.native import Connection
 
+from km2pg.errors import SchemaError
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -91,6 +93,7 @@ def distribute(con: Connection) -> list[str]:
     failure halfway leaves the others done and a rerun finishes the job. The caller holds the
     migration lock.
     """
+    require_coordinator_in_metadata(con)
     done = []
     for placement in LAYOUT:
         if con.run("SELECT to_regclass(CAST(:r AS text)) IS NULL", r=placement.relation)[0][0]:
@@ -107,6 +110,18 @@ def distribute(con: Connection) -> list[str]:
         con.run("COMMIT")
         done.append(placement.table)
     return done
+
+
+def require_coordinator_in_metadata(con: Connection) -> None:
+    """The loader joins its temporary tables with reference tables on the coordinator, which
+    needs the coordinator's own copy of them: Citus keeps one only on a registered coordinator
+    (else "direct joins between distributed and local tables are not supported")."""
+    registered = con.run("SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_node WHERE groupid = 0)")
+    if not registered[0][0]:
+        raise SchemaError(
+            "Citus: register the coordinator before km2pg distributes its tables: "
+            "SELECT citus_set_coordinator_host('<its host as the workers reach it>', <port>)"
+        )
 
 
 def _place(con: Connection, placement: Placement) -> None:

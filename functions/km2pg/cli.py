@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from km2pg import db, sources
+from km2pg import citus, db, sources
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.errors import ConfigError, Km2pgError
 from km2pg.load import DEFAULT_MAX_REJECT_SHARE, LoadOptions, LoadResult
@@ -281,11 +281,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with db.connection(resolve_settings(args.dsn)) as con:
         applied = db.migrate(con, distribute=args.distribute)
         version = db.schema_version(con)
+        distributed = citus.is_distributed(con)
     if applied:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         print(f"applied {names}; schema is at version {version}")
     else:
         print(f"schema is up to date (version {version})")
+    if distributed:
+        print("tables are distributed over the Citus cluster")
     return 0
 
 

@@ -280,6 +280,8 @@ def migrate(
         target = available[-1].version if available else 0
     con.run("SELECT pg_advisory_lock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
     try:
+        if distribute is not False and citus.is_cluster(con):
+            citus.require_coordinator_in_metadata(con)  # before any change, not halfway
         current = schema_version(con)
         newest = available[-1].version if available else 0
         if current > newest:

@@ -20,6 +20,7 @@ import pytest
 
 from km2pg import citus, db, load
 from km2pg.dsn import ConnectionSettings
+from km2pg.errors import SchemaError
 from km2pg.sources import local_file
 from km2pg.status import status
 from tests import citus_cluster
@@ -98,8 +99,9 @@ def test_migrate_distributed_the_schema_once(cluster_db):
             db.rows(
                 con,
                 """
-                select logicalrelid::text, partmethod || ':' || colocationid
-                  from pg_dist_partition where logicalrelid::text !~ '_\\d{4}_\\d{2}$'
+                select 'km2pg.' || c.relname, p.partmethod::text || ':' || p.colocationid
+                  from pg_dist_partition p join pg_class c on c.oid = p.logicalrelid
+                 where c.relname !~ '_\\d{4}_\\d{2}$'
                 """,
             )
         )
@@ -132,6 +134,21 @@ def test_migrate_no_distribute_keeps_plain_tables_and_migrate_distributes_them_l
             assert citus.is_distributed(con)
         assert dump_of(settings) == before
         load_serially(settings, export[3:5])  # and loading goes on
+    finally:
+        citus_cluster.drop_database(pg_admin, name)
+
+
+def test_migrate_refuses_a_cluster_without_its_coordinator_registered_and_changes_nothing(
+    pg_admin,
+):
+    name = f"km2pg_test_{uuid.uuid4().hex[:12]}"
+    citus_cluster.create_empty(pg_admin, name)
+    try:
+        with db.connection(pg_admin.with_database(name)) as con:
+            con.run("SELECT citus_remove_node(:h, :p)", h=pg_admin.host, p=pg_admin.port)
+            with pytest.raises(SchemaError, match="citus_set_coordinator_host"):
+                db.migrate(con)
+            assert db.schema_version(con) == 0
     finally:
         citus_cluster.drop_database(pg_admin, name)
 
