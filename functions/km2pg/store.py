@@ -283,11 +283,11 @@ def lock_for_load(con: Connection, export_key: str) -> None:
 def _lock_writes_on_citus(con: Connection) -> None:
     """On Citus, take the alias lock now, before the first write, rather than at the merge.
 
-    Citus writes a reference table (users) on every node at once and takes no lock of its own
-    that would order two loaders' inserts, so they met in a different order on different nodes
-    and Citus canceled one ("involved in a distributed deadlock"); likewise their events where
-    files overlap, since shards are written in parallel, not in key order. Loaders therefore
-    write one at a time on Citus (they still parse and stage in parallel). On PostgreSQL the
+    Citus writes a reference table (users) on every node, so two loaders adding the same new
+    identities could each lock them first on a different node, and Citus canceled one ("involved
+    in a distributed deadlock"); rows of overlapping files in a distributed table could meet the
+    same way, since shards are written in parallel rather than in key order. Loaders therefore
+    write one at a time on Citus (they still parse and stage at once). On PostgreSQL the
     statement finds no citus extension and locks nothing.
     """
     con.run(
