@@ -214,7 +214,7 @@ def test_the_founding_query_is_pushed_down_to_the_workers(cluster_db, export, pl
     load_serially(cluster_db, export)
     with db.connection(cluster_db) as con:
         assert db.scalar(con, FOUNDING_QUERY) == plain["founding"] > 0
-        plan = json.loads(db.scalar(con, f"explain (format json) {FOUNDING_QUERY}"))[0]["Plan"]
+        plan = db.scalar(con, f"explain (format json) {FOUNDING_QUERY}")[0]["Plan"]
         workers = {
             f"{host}:{port}"
             for host, port in db.rows(con, "select * from citus_get_active_worker_nodes()")
