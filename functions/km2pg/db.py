@@ -280,9 +280,10 @@ def migrate(
         target = available[-1].version if available else 0
     con.run("SELECT pg_advisory_lock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
     try:
-        if distribute is not False and citus.is_cluster(con):
-            citus.require_coordinator_in_metadata(con)  # before any change, not halfway
         current = schema_version(con)
+        distributing = _distributing(con, distribute, fresh=current == 0)
+        if distributing:
+            citus.require_coordinator_in_metadata(con)  # before any change, not halfway
         newest = available[-1].version if available else 0
         if current > newest:
             raise SchemaError(
@@ -300,17 +301,18 @@ def migrate(
                         n=migration.name,
                     )
                 applied.append(migration)
-        _distribute(con, distribute, fresh=current == 0 and bool(applied))
+        if distributing:
+            citus.distribute(con)
         return applied
     finally:
         con.run("SELECT pg_advisory_unlock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
 
 
-def _distribute(con: Connection, distribute: bool | None, *, fresh: bool) -> None:
+def _distributing(con: Connection, distribute: bool | None, *, fresh: bool) -> bool:
+    """Whether this migration distributes tables (see :func:`migrate`)."""
     if distribute is False or not citus.is_cluster(con):
-        return
-    if distribute or fresh or citus.is_distributed(con):
-        citus.distribute(con)
+        return False
+    return bool(distribute or fresh or citus.is_distributed(con))
 
 
 def ensure_schema(con: Connection) -> None:
