@@ -21,7 +21,10 @@ citus_installed() {
 }
 
 up() {
-  [ -f "$script" ] || { echo "no $script: $HOW (with the km2pg shared folder beside the repo)" >&2; exit 2; }
+  if /usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -p "$PORT0" 2>/dev/null; then
+    return 0  # already up
+  fi
+  [ -f "$script" ] || { echo "no $script (the shared folder beside the repo; or set CITUS_SCRIPT)" >&2; exit 2; }
   if ! citus_installed; then
     [ -n "${CITUS_SRC:-}${CITUS_GIT:-}" ] || { echo "Citus is not installed and no source is given: $HOW" >&2; exit 2; }
     bash "$script" build
