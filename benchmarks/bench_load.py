@@ -16,12 +16,16 @@ have). Every case runs as a child process, as a user runs it, for its wall time 
 After each case, the final rows are copied out and COPYed back into bare tables and into tables
 with km2pg's keys: the floors its time is compared with (same run, same server). The table ends
 with the per-step time of the one-process case and the time of loading a file again (skipped).
+
+With $KM2PG_BENCH_CITUS_DSN set, the 1-file export is loaded into that Citus cluster too, and the
+founding query is timed there and on the embedded PostgreSQL (see :func:`citus_row`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -290,6 +294,10 @@ def _serial_timings(paths: list[Path], dsn: str) -> dict[str, float]:
     return timings
 
 
+def len_lines(paths: list[Path]) -> int:
+    return sum(_lines(p) for p in paths)
+
+
 def _lines(path: Path) -> int:
     with path.open("rb") as source:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(READ_CHUNK), b""))
@@ -320,6 +328,62 @@ def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[st
     for step in steps[servers[0]]:
         print(f"  {step:<17}" + "".join(f" {steps[s].get(step, 0.0):>10.2f}" for s in servers))
     print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
+
+
+# ---------------------------------------------------------------------------------------------
+# The Citus row: the same file into a Citus cluster, when one is named
+
+
+CITUS_DSN_ENV: Final = "KM2PG_BENCH_CITUS_DSN"
+"""A database on a Citus coordinator with its workers registered (``scripts/citus.sh dsn``).
+The bench drops its km2pg schema and loads into a fresh one, distributed by ``km2pg load``."""
+FOUNDING_QUERY: Final = """
+SELECT count(1)
+  FROM km2pg.events e
+  JOIN km2pg.event_actions USING (eventid)
+  JOIN km2pg.actions a USING (actionid)
+ WHERE a.name = 'checkout successful'
+   AND e.t >= now() - interval '1 week'
+"""
+FOUNDING_RUNS: Final = 5
+
+
+def founding_query(settings: ConnectionSettings) -> tuple[int, float, list[str]]:
+    """The founding query's answer, its best time of a few runs (ms) and its plan's top lines."""
+    with db.connection(settings) as con:
+        best = float("inf")
+        answer = 0
+        for _ in range(FOUNDING_RUNS):
+            started = time.perf_counter()
+            answer = int(db.scalar(con, FOUNDING_QUERY))
+            best = min(best, time.perf_counter() - started)
+        plan = [str(r[0]) for r in db.rows(con, f"EXPLAIN {FOUNDING_QUERY}")]
+    return answer, best * 1000, plan
+
+
+def citus_row(path: Path, lines: int, plain: ConnectionSettings) -> None:
+    """Load ``path`` into the Citus database named by $KM2PG_BENCH_CITUS_DSN, if set, and print
+    lines/s and the founding query's time and plan beside plain PostgreSQL's (``plain``)."""
+    dsn = os.environ.get(CITUS_DSN_ENV)
+    if not dsn:
+        print(f"\nno Citus row: set {CITUS_DSN_ENV} (see README: Beyond one machine)")
+        return
+    settings = parse_dsn(dsn)
+    with db.connection(settings) as con:
+        con.run("DROP SCHEMA IF EXISTS km2pg CASCADE")
+        workers = len(db.rows(con, "SELECT * FROM citus_get_active_worker_nodes()"))
+    load = run_load(path, dsn)
+    print()
+    print(f"Citus ({workers} workers, {settings.describe()}):")
+    print(
+        f"  km2pg load: {load.seconds:.2f} s, {rate(lines, load.seconds)} lines/s, "
+        f"exit {load.exit_code}"
+    )
+    for name, target in (("plain PostgreSQL", plain), ("Citus", settings)):
+        answer, ms, plan = founding_query(target)
+        print(f"  founding query on {name}: {answer:,} in {ms:.1f} ms (best of {FOUNDING_RUNS})")
+        for line in plan[: 6 if name == "Citus" else 0]:
+            print(f"    {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,6 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, settings in SERVERS.items():
             with embedded_server(work / label, settings) as server:
                 found, timings, skip = measure_server(label, server, exports, work)
+                if label == "embedded":
+                    plain = local.ensure_database(server, DATABASE)
+                    run_load(exports["one"][0], server.dsn(DATABASE))
+                    citus_row(exports["one"][0], len_lines(exports["one"]), plain)
             cases += found
             steps[label] = timings
             skips[label] = skip.seconds

@@ -4,7 +4,8 @@ Concurrency without deadlocks: every load transaction takes its locks in one glo
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
 table's rows in key order, and last the alias lock, under which the persons merge and
-person_properties' upkeep run). Two loaders can wait for each other but never in a cycle. New
+person_properties' upkeep run; on Citus the alias lock comes right after the file's lock, see
+:func:`_lock_writes_on_citus`). Two loaders can wait for each other but never in a cycle. New
 partitions are created in their own short transaction before the load, since DDL on a
 partitioned table waits for every load in flight.
 """
@@ -30,6 +31,10 @@ MAX_FAILED_REJECTS: Final = 10_000
 
 STAGE: Final = "pg_temp.km2pg_stage"
 UNIQUE_VIOLATION: Final = "23505"
+RELAYED_ERROR: Final = "XX000"
+"""What Citus reports for an error a worker raised in the COPY that writes an INSERT ... SELECT's
+rows into shards (its ReportCopyError keeps the worker's message but not its SQLSTATE), unique
+violations included."""
 
 SESSION_SETUP: Final = f"""
 SET work_mem = '256MB';
@@ -276,6 +281,25 @@ def lock_for_load(con: Connection, export_key: str) -> None:
         ns=LOCK_FILES_NAMESPACE,
         export_key=export_key,
     )
+    _lock_writes_on_citus(con)
+
+
+def _lock_writes_on_citus(con: Connection) -> None:
+    """On Citus, take the alias lock now, before the first write, rather than at the merge.
+
+    Citus writes a reference table (users) on every node, so two loaders adding the same new
+    identities could each lock them first on a different node, and Citus canceled one ("involved
+    in a distributed deadlock"); rows of overlapping files in a distributed table could meet the
+    same way, since shards are written in parallel rather than in key order. Loaders therefore
+    write one at a time on Citus (they still parse and stage at once). On PostgreSQL the
+    statement finds no citus extension and locks nothing.
+    """
+    con.run(
+        "SELECT pg_advisory_xact_lock(:ns, :key) FROM pg_catalog.pg_extension"
+        " WHERE extname = 'citus'",
+        ns=db.LOCK_NAMESPACE,
+        key=db.LOCK_ALIASES,
+    )
 
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
@@ -391,18 +415,23 @@ ANALYZE s_users;
 
 # Action and key names come from the parser (a site has a few hundred); when a file holds too
 # many to keep in memory, they are read back from the staging table instead.
+# Written as anti-joins (LEFT JOIN ... IS NULL), which PostgreSQL plans exactly as NOT EXISTS and
+# Citus also plans: it refuses a correlated subquery beside a set-returning function or a
+# subquery in FROM.
 _NEW_NAMES: Final = """
 INSERT INTO km2pg.{table} (name)
-SELECT name FROM unnest(CAST(:names AS text[])) AS s (name)
- WHERE NOT EXISTS (SELECT FROM km2pg.{table} d WHERE d.name = s.name)
- ORDER BY name
+SELECT s.name FROM unnest(CAST(:names AS text[])) AS s (name)
+  LEFT JOIN km2pg.{table} d ON d.name = s.name
+ WHERE d.name IS NULL
+ ORDER BY s.name
     ON CONFLICT (name) DO NOTHING
 """
 _NEW_NAMES_STAGED: Final = f"""
 INSERT INTO km2pg.{{table}} (name)
-SELECT name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = :rec) AS s
- WHERE NOT EXISTS (SELECT FROM km2pg.{{table}} d WHERE d.name = s.name)
- ORDER BY name
+SELECT s.name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = :rec) AS s
+  LEFT JOIN km2pg.{{table}} d ON d.name = s.name
+ WHERE d.name IS NULL
+ ORDER BY s.name
     ON CONFLICT (name) DO NOTHING
 """
 
@@ -538,8 +567,7 @@ def insert_facts(
         revision=revision,
     )
     clock.lap("event_properties")
-    con.run(_ALIASES)
-    aliases = int(con.row_count or 0)
+    aliases = count_written(con, _ALIASES)
     clock.lap("aliases")
     return Added(
         events=events,
@@ -571,6 +599,26 @@ def _new_names(con: Connection, table: str, names: Collection[str] | None, rec: 
         con.run(_NEW_NAMES.format(table=table), names=sorted(names))
 
 
+def count_written(con: Connection, sql: str, **params: object) -> int:
+    """Run an INSERT (or upsert) and return the rows it wrote (inserted or updated).
+
+    Counted with RETURNING, not from the command tag: through a Citus coordinator,
+    INSERT ... SELECT ... ON CONFLICT reports the rows it sent to the nodes, not the rows written
+    (https://github.com/citusdata/citus/issues/3377). On PostgreSQL the two are the same.
+    """
+    return int(
+        db.scalar(
+            con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params
+        )
+    )
+
+
+def _may_be_unique_violation(error: DatabaseError) -> bool:
+    """A unique violation, or an error Citus relayed without its code: either way the ON CONFLICT
+    statement is worth running, and an error that was something else comes back from it."""
+    return db.sqlstate(error) in {UNIQUE_VIOLATION, RELAYED_ERROR}
+
+
 def _insert(
     con: Connection, fast: str, safe: str, *, safe_only: bool = False, **params: object
 ) -> tuple[int, bool]:
@@ -583,15 +631,14 @@ def _insert(
         try:
             con.run(fast, **params)
         except DatabaseError as error:
-            if db.sqlstate(error) != UNIQUE_VIOLATION:
+            if not _may_be_unique_violation(error):
                 raise
             con.run("ROLLBACK TO SAVEPOINT km2pg_fast")
         else:
             written = int(con.row_count or 0)
             con.run("RELEASE SAVEPOINT km2pg_fast")
             return written, False
-    con.run(safe, **params)
-    return int(con.row_count or 0), True
+    return count_written(con, safe, **params), True
 
 
 # The person merge, in SQL so that memory stays flat however many aliases a file holds: label
@@ -622,10 +669,15 @@ UPDATE s_person_labels l SET label = j.label
   FROM s_person_labels j
  WHERE j.node = l.label AND j.label < l.label
 """
+# Written as an upsert of rows that all exist, not an UPDATE ... FROM the labels: Citus cannot
+# update its tables from a temporary table, but it can INSERT ... SELECT from one (the SELECT runs
+# on the coordinator). PostgreSQL updates the same few rows either way.
 _MERGE: Final = """
-UPDATE km2pg.users u SET personid = l.label
-  FROM s_person_labels l
- WHERE u.personid = l.node AND l.label <> l.node
+INSERT INTO km2pg.users AS u (userid, name, personid)
+SELECT x.userid, x.name, l.label
+  FROM km2pg.users x JOIN s_person_labels l ON x.personid = l.node
+ WHERE l.label <> l.node
+    ON CONFLICT (userid) DO UPDATE SET personid = excluded.personid
 """
 
 
@@ -653,8 +705,7 @@ def merge_person_graph(con: Connection) -> int:
             con.run(_JUMP)
             if not (changed or con.row_count):
                 break
-        con.run(_MERGE)
-        merged = int(con.row_count or 0)
+        merged = count_written(con, _MERGE)
         con.run(_MERGE_PERSON_PROPERTIES)
     con.run("DROP TABLE IF EXISTS s_person_edges, s_person_labels")
     return merged

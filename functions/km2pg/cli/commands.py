@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from km2pg import db, sources
+from km2pg import citus, db, sources
 from km2pg.cli import local, report
 from km2pg.cli.demo import run_demo
 from km2pg.cli.loading import load_with_progress
@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     forgetting.set_defaults(func=cmd_forget)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    migrate.add_argument(
+        "--no-distribute",
+        dest="distribute",
+        action="store_false",
+        help="on a Citus cluster, keep plain tables on the coordinator (default: distribute them)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     backfill = commands.add_parser(
@@ -320,13 +326,16 @@ def _lines_of(path: str) -> list[str]:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with db.connection(resolve_settings(args.dsn)) as con:
-        applied = db.migrate(con)
+        applied = db.migrate(con, distribute=args.distribute)
         version = db.schema_version(con)
+        distributed = citus.is_distributed(con)
     if applied:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         print(f"applied {names}; schema is at version {version}")
     else:
         print(f"schema is up to date (version {version})")
+    if distributed:
+        print("tables are distributed over the Citus cluster")
     return 0
 
 
