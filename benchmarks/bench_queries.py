@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from common import embedded_server, rate, run_child, work_folder
-from km2pg import db, local, synth
+from km2pg import db
+from km2pg.cli import local, synth
 
 DATABASE: Final = "bench_queries"
 SEED: Final = 20_261_202

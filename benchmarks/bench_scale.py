@@ -47,7 +47,8 @@ from common import (
     run_load,
     work_folder,
 )
-from km2pg import db, local, synth
+from km2pg import db
+from km2pg.cli import local, synth
 from km2pg.db import Connection
 from km2pg.dsn import ConnectionSettings
 from km2pg.prune import prune

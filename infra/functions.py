@@ -22,10 +22,12 @@ from infra.nag import acknowledge
 from infra.network import FunctionNetwork
 from infra.queue import LoadQueue
 from infra.settings import FunctionSize, Schedule, Settings
+from km2pg.contract import METRIC_NAMESPACE, SERVICE, Env, Handler
 
 FUNCTIONS_DIR: Final = Path(__file__).resolve().parents[1] / "functions"
-CODE_EXCLUDE: Final = ["__pycache__", "*.pyc", "*.egg-info"]
-SERVICE: Final = "km2pg"
+# The command line (km2pg.cli: commands, demo, embedded server, synthetic exports) is not
+# Lambda's to run: the asset holds the core library and the handlers only.
+CODE_EXCLUDE: Final = ["__pycache__", "*.pyc", "*.egg-info", "km2pg/cli"]
 
 ENI_ACTIONS: Final = [
     "ec2:CreateNetworkInterface",
@@ -50,7 +52,8 @@ class FunctionCommons:
 
 
 def function_code() -> lambda_.AssetCode:
-    """The ``functions/`` folder (the km2pg package), without byte code or build metadata."""
+    """The ``functions/`` folder (the km2pg package) without its command line, byte code or
+    build metadata."""
     return lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=CODE_EXCLUDE)
 
 
@@ -100,14 +103,14 @@ class KmFunction(Construct):
             )
         database.grant_read_secret(self.role)
         env = {
-            "KM2PG_DB_SECRET_ARN": database.secret_arn,
-            "KM2PG_DB_SSLMODE": settings.db_ssl_mode,
-            "POWERTOOLS_SERVICE_NAME": SERVICE,
-            "POWERTOOLS_METRICS_NAMESPACE": SERVICE,
-            "POWERTOOLS_LOG_LEVEL": settings.log_level,
+            Env.DB_SECRET_ARN: database.secret_arn,
+            Env.DB_SSLMODE: settings.db_ssl_mode,
+            Env.POWERTOOLS_SERVICE_NAME: SERVICE,
+            Env.POWERTOOLS_METRICS_NAMESPACE: METRIC_NAMESPACE,
+            Env.POWERTOOLS_LOG_LEVEL: settings.log_level,
         }
         if settings.db_ssl_root_cert:
-            env["KM2PG_DB_SSLROOTCERT"] = settings.db_ssl_root_cert
+            env[Env.DB_SSLROOTCERT] = settings.db_ssl_root_cert
         env.update(environment)
         self.function = lambda_.Function(
             self,
@@ -168,12 +171,12 @@ class LoaderFunction(KmFunction):
         settings = commons.settings
         environment = {}
         if settings.max_reject_share is not None:
-            environment["KM2PG_MAX_REJECT_SHARE"] = f"{settings.max_reject_share:g}"
+            environment[Env.MAX_REJECT_SHARE] = f"{settings.max_reject_share:g}"
         super().__init__(
             scope,
             construct_id,
             commons=commons,
-            handler="km2pg.handlers.loader.handler",
+            handler=Handler.LOADER,
             description="km2pg: load Kissmetrics export files announced on the load queue",
             size=settings.loader,
             environment=environment,
@@ -248,10 +251,10 @@ class PrunerFunction(ScheduledFunction):
             construct_id,
             schedule=settings.prune_schedule,
             commons=commons,
-            handler="km2pg.handlers.pruner.handler",
+            handler=Handler.PRUNER,
             description="km2pg: drop events older than the retention period",
             size=settings.pruner,
-            environment={"KM2PG_RETENTION_DAYS": str(settings.retention_days)},
+            environment={Env.RETENTION_DAYS: str(settings.retention_days)},
         )
 
 
@@ -273,13 +276,13 @@ class ReconcilerFunction(ScheduledFunction):
             construct_id,
             schedule=settings.reconcile_schedule,
             commons=commons,
-            handler="km2pg.handlers.reconciler.handler",
+            handler=Handler.RECONCILER,
             description="km2pg: queue export files that were never loaded",
             size=settings.reconciler,
             environment={
-                "KM2PG_QUEUE_URL": queue.queue.queue_url,
-                "KM2PG_EXPORT_BUCKET": exports.bucket.bucket_name,
-                "KM2PG_EXPORT_PREFIX": settings.export_prefix,
+                Env.QUEUE_URL: queue.queue.queue_url,
+                Env.EXPORT_BUCKET: exports.bucket.bucket_name,
+                Env.EXPORT_PREFIX: settings.export_prefix,
             },
         )
         exports.grant_list_exports(self.role)

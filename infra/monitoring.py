@@ -16,9 +16,9 @@ from constructs import Construct
 from infra.functions import LoaderFunction, PrunerFunction, ReconcilerFunction, ScheduledFunction
 from infra.queue import LoadQueue
 from infra.settings import Settings
+from km2pg.contract import METRIC_NAMESPACE, SERVICE, Metric
 
-NAMESPACE: Final = "km2pg"
-DIMENSIONS: Final = {"service": "km2pg"}
+DIMENSIONS: Final = {"service": SERVICE}
 FIVE_MINUTES: Final = Duration.minutes(5)
 ONE_HOUR: Final = Duration.hours(1)
 MAX_QUEUE_AGE_SECONDS: Final = 3600
@@ -29,7 +29,7 @@ def km2pg_metric(
 ) -> cw.Metric:
     """A metric the functions emit (EMF, namespace km2pg, dimension service=km2pg)."""
     return cw.Metric(
-        namespace=NAMESPACE,
+        namespace=METRIC_NAMESPACE,
         metric_name=name,
         dimensions_map=DIMENSIONS,
         statistic=statistic,
@@ -112,7 +112,7 @@ class Alarms(Construct):
         )
         self.files_failed = self._add(
             "FilesFailed",
-            km2pg_metric("FilesFailed"),
+            km2pg_metric(Metric.FILES_FAILED),
             description="An export file failed to load (too many bad lines, or unreadable); "
             "see the loader's logs and km2pg status.",
             threshold=0,
@@ -121,7 +121,7 @@ class Alarms(Construct):
         )
         self.export_stalled = self._add(
             "ExportStalled",
-            km2pg_metric("FilesLoaded", period=ONE_HOUR),
+            km2pg_metric(Metric.FILES_LOADED, period=ONE_HOUR),
             description=f"No export file loaded for {settings.stalled_hours} hours: Kissmetrics "
             "stopped exporting, notifications stopped, or the loader is failing.",
             threshold=1,
@@ -207,24 +207,24 @@ class Dashboard(Construct):
             cw.GraphWidget(
                 title="Files",
                 left=[
-                    km2pg_metric("FilesLoaded", label="loaded"),
-                    km2pg_metric("FilesSkipped", label="skipped"),
-                    km2pg_metric("FilesFailed", label="failed"),
+                    km2pg_metric(Metric.FILES_LOADED, label="loaded"),
+                    km2pg_metric(Metric.FILES_SKIPPED, label="skipped"),
+                    km2pg_metric(Metric.FILES_FAILED, label="failed"),
                 ],
                 width=8,
             ),
             cw.GraphWidget(
                 title="Lines",
-                left=[km2pg_metric("LinesLoaded", label="loaded")],
-                right=[km2pg_metric("LinesRejected", label="rejected")],
+                left=[km2pg_metric(Metric.LINES_LOADED, label="loaded")],
+                right=[km2pg_metric(Metric.LINES_REJECTED, label="rejected")],
                 width=8,
             ),
             cw.GraphWidget(
                 title="Export lag and load time (seconds)",
-                left=[km2pg_metric("ExportLagSeconds", "Maximum", label="export lag (max)")],
+                left=[km2pg_metric(Metric.EXPORT_LAG_SECONDS, "Maximum", label="export lag (max)")],
                 right=[
-                    km2pg_metric("LoadSeconds", "Average", label="load (avg)"),
-                    km2pg_metric("LoadSeconds", "Maximum", label="load (max)"),
+                    km2pg_metric(Metric.LOAD_SECONDS, "Average", label="load (avg)"),
+                    km2pg_metric(Metric.LOAD_SECONDS, "Maximum", label="load (max)"),
                 ],
                 width=8,
             ),
@@ -295,11 +295,11 @@ class Dashboard(Construct):
             ),
             cw.GraphWidget(
                 title="Reconciler and pruner",
-                left=[km2pg_metric("FilesEnqueued", period=ONE_HOUR, label="files enqueued")],
+                left=[km2pg_metric(Metric.FILES_ENQUEUED, period=ONE_HOUR, label="files enqueued")],
                 right=[
-                    km2pg_metric("PrunedRows", period=Duration.days(1), label="rows pruned"),
+                    km2pg_metric(Metric.PRUNED_ROWS, period=Duration.days(1), label="rows pruned"),
                     km2pg_metric(
-                        "PrunedPartitions", period=Duration.days(1), label="partitions pruned"
+                        Metric.PRUNED_PARTITIONS, period=Duration.days(1), label="partitions pruned"
                     ),
                 ],
                 width=8,

@@ -1,115 +1,94 @@
-"""Every setting of the km2pg stack, read from CDK context and validated once.
+"""Every setting of the km2pg stack, declared once: its context key, type, default, bounds, help.
 
-Context comes from cdk.json (JSON values) or from ``-c key=value`` on the command line (always
-strings), so every reader accepts both: ``true``/``false`` for flags, digits for numbers, and a
-JSON list or a comma-separated string for lists. A bad value stops the synth with a message that
-names the key. README.md ("Deploy to AWS") documents each key; cdk.json carries safe examples.
+Each field of :class:`Settings` is one CDK context key (the field name in camelCase). From that one
+declaration come the parsing of cdk.json and ``-c key=value`` values (infra/context.py), the
+checks and their messages, and README.md's settings table (``make settings-table``). Rules that
+tie settings together are the validators at the end of the class. cdk.json carries an example
+of every key.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Self
 
-CONTEXT_KEYS: Final = (
-    "stackName",
-    "exportBucketName",
-    "exportPrefix",
-    "eventBridge",
-    "maxReceiveCount",
-    "loaderBatchSize",
-    "loaderBatchWindowSeconds",
-    "loaderMaxConcurrency",
-    "loaderMemoryMb",
-    "loaderTimeoutSeconds",
-    "prunerMemoryMb",
-    "prunerTimeoutSeconds",
-    "reconcilerMemoryMb",
-    "reconcilerTimeoutSeconds",
-    "scheduledReservedConcurrency",
-    "pruneSchedule",
-    "reconcileSchedule",
-    "retentionDays",
-    "maxRejectShare",
-    "logLevel",
-    "logRetentionDays",
-    "dbSecretArn",
-    "dbSecretKmsKeyArn",
-    "dbSslMode",
-    "dbSslRootCert",
-    "createDatabase",
-    "dbInstanceClass",
-    "dbEngineVersion",
-    "dbAllocatedStorageGb",
-    "dbMaxAllocatedStorageGb",
-    "dbMultiAz",
-    "dbBackupRetentionDays",
-    "dbDeletionProtection",
-    "dbName",
-    "vpcId",
-    "availabilityZones",
-    "privateSubnetIds",
-    "privateRouteTableIds",
-    "dbSecurityGroupId",
-    "dbPort",
-    "addDbIngress",
-    "natGateway",
-    "vpcEndpoints",
-    "alarmEmail",
-    "stalledHours",
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from infra.context import (
+    Every,
+    Flag,
+    Items,
+    Number,
+    OneOf,
+    OptionalWhole,
+    Shape,
+    SubsetOf,
+    Text,
+    Whole,
+    parse_flag,
+    settings_error,
 )
-"""The context keys this app reads (anything else in cdk.json is CDK's own)."""
+
+# Re-exported (the explicit "as" form): the constructs and the tests import them from here.
+from infra.context import Schedule as Schedule  # noqa: PLC0414
+from infra.context import SettingsError as SettingsError  # noqa: PLC0414
+from km2pg.contract import SSLMODES
 
 KISSMETRICS_CANONICAL_USER: Final = (
     "6acb81d7742ac437833f51ecb2a40c74cd831ce26909e5f72354fa6af42cfb1f"
 )
 """The S3 canonical user Kissmetrics writes exports as (see shared/kissmetrics-export.md)."""
 
-LOG_RETENTION_DAYS: Final = frozenset(
-    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-     3288, 3653}
+LOG_RETENTION_DAYS: Final = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
 )  # fmt: skip
 """The retention periods CloudWatch Logs accepts."""
 
 ENDPOINTS: Final = ("s3", "secretsmanager", "sqs", "xray")
 """VPC endpoints private functions need: S3 (gateway), Secrets Manager, SQS, X-Ray (interface)."""
 
-SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DB_ENGINE_VERSIONS: Final = ("16", "17")
+UNENCRYPTED_SSLMODES: Final = ("disable", "allow", "prefer")
+"""The sslmodes that may talk in plain text: refused where the database is on the internet."""
 
-_RATE: Final = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_CRON: Final = re.compile(r"^cron\(\S+ \S+ \S+ \S+ \S+ \S+\)$")
-_SECRET_ARN: Final = re.compile(
-    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
+DAY: Final = 86_400
+HOUR: Final = 3_600
+
+STACK_NAME = Shape(r"^[A-Za-z][A-Za-z0-9-]{0,127}$", "a letter, then letters, digits or -", "Km2pg")
+BUCKET = Shape(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", "an S3 bucket name", "acme-exports")
+PREFIX = Shape(r"^[A-Za-z0-9!_.'()/-]+/$", "a key prefix that ends in `/`", "revisions/")
+SECRET_ARN = Shape(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$",
+    "a secret's complete ARN (with the 6 characters after its name)",
+    "arn:aws:secretsmanager:eu-west-1:111122223333:secret:km2pg/prod-Ab12Cd",
 )
-_KMS_KEY_ARN: Final = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-f0-9-]+$")
-_BUCKET: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_VPC: Final = re.compile(r"^vpc-[0-9a-f]{8,17}$")
-_SUBNET: Final = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_ROUTE_TABLE: Final = re.compile(r"^rtb-[0-9a-f]{8,17}$")
-_SECURITY_GROUP: Final = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_AZ: Final = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
-_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_STACK_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
-_INSTANCE_CLASS: Final = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_PREFIX: Final = re.compile(r"^[A-Za-z0-9!_.'()/-]+/$")
-_DB_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-class SettingsError(ValueError):
-    """A context value that is missing, malformed or contradicts another."""
+KMS_KEY_ARN = Shape(
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-f0-9-]+$",
+    "a KMS key ARN",
+    "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+)
+ABSOLUTE_PATH = Shape(r"^/\S+$", "an absolute path in the function", "/var/task/certs/ca.pem")
+INSTANCE_CLASS = Shape(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", "an instance class", "t4g.micro")
+DB_NAME = Shape(r"^[a-z][a-z0-9_]{0,62}$", "a lowercase letter, then a-z, 0-9 or _", "km2pg")
+VPC_ID = Shape(r"^vpc-[0-9a-f]{8,17}$", "a VPC id", "vpc-0123456789abcdef0")
+SUBNET_ID = Shape(r"^subnet-[0-9a-f]{8,17}$", "a subnet id", "subnet-0123456789abcdef0")
+ROUTE_TABLE_ID = Shape(r"^rtb-[0-9a-f]{8,17}$", "a route table id", "rtb-0123456789abcdef0")
+SECURITY_GROUP_ID = Shape(r"^sg-[0-9a-f]{8,17}$", "a security group id", "sg-0123456789abcdef0")
+AZ = Shape(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$", "an availability zone name", "eu-west-1a")
+EMAIL = Shape(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "an e-mail address", "ops@example.com")
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """An EventBridge schedule and the period in which it must have run at least once."""
+class ForNewDatabase:
+    """Marks a setting read only with ``createDatabase`` (otherwise ignored, even if malformed)."""
 
-    expression: str
-    period_seconds: int
+
+NEW_DB: Final = ForNewDatabase()
 
 
 @dataclass(frozen=True)
@@ -134,58 +113,212 @@ class Network:
 class NewDatabase:
     """An RDS for PostgreSQL instance the stack creates."""
 
-    instance_class: str = "t4g.micro"
-    engine_version: str = "17"
-    allocated_storage_gb: int = 20
-    max_allocated_storage_gb: int = 100
-    multi_az: bool = False
-    backup_retention_days: int = 7
-    deletion_protection: bool = True
-    name: str = "km2pg"
+    instance_class: str
+    engine_version: str
+    allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    multi_az: bool
+    backup_retention_days: int
+    deletion_protection: bool
+    name: str
 
 
-@dataclass(frozen=True)
-class Settings:
-    stack_name: str = "Km2pg"
+def _memory(default: int, of: str) -> Any:
+    return Field(default, ge=128, le=10_240, description=f"{of} memory (MB)")
+
+
+def _timeout(default: int, of: str, note: str = "") -> Any:
+    return Field(default, ge=10, le=900, description=f"{of} timeout (seconds){note}")
+
+
+class Settings(BaseModel):
+    """The stack's settings; build them with :meth:`from_context`."""
+
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, validate_default=True, extra="forbid"
+    )
+
+    stack_name: Annotated[str, STACK_NAME] = Field("Km2pg", description="CloudFormation stack name")
     # Where exports land and how their arrival is announced.
-    export_bucket_name: str | None = None
-    export_prefix: str = "revisions/"
-    event_bridge: bool = False
+    export_bucket_name: Annotated[str, BUCKET] | None = Field(
+        None, description="an existing export bucket, by name; empty: the stack creates one"
+    )
+    export_prefix: Annotated[str, PREFIX] = Field(
+        "revisions/",
+        description="where export files are; notifications, IAM and the reconciler use it",
+    )
+    event_bridge: Flag = Field(
+        False,
+        description="deliver ObjectCreated through EventBridge instead of an S3 notification",
+    )
     # The load queue and the loader's event source.
-    max_receive_count: int = 5
-    loader_batch_size: int = 10
-    loader_batch_window_seconds: int = 5
-    loader_max_concurrency: int = 5
+    max_receive_count: Whole = Field(
+        5, ge=1, le=1000, description="receives before a message goes to the dead-letter queue"
+    )
+    loader_batch_size: Whole = Field(10, ge=1, le=10, description="messages per loader invocation")
+    loader_batch_window_seconds: Whole = Field(
+        5, ge=0, le=300, description="longest wait to fill a batch (seconds)"
+    )
+    loader_max_concurrency: Whole = Field(
+        5, ge=2, le=1000, description="loader instances at once: database connections"
+    )
     # Functions.
-    loader: FunctionSize = field(default_factory=lambda: FunctionSize(1024, 600))
-    pruner: FunctionSize = field(default_factory=lambda: FunctionSize(512, 900))
-    reconciler: FunctionSize = field(default_factory=lambda: FunctionSize(512, 300))
-    scheduled_reserved_concurrency: int | None = 1
-    prune_schedule: Schedule = field(default_factory=lambda: Schedule("rate(1 day)", 86_400))
-    reconcile_schedule: Schedule = field(default_factory=lambda: Schedule("rate(1 hour)", 3_600))
-    retention_days: int = 400
-    max_reject_share: float | None = None
-    log_level: str = "INFO"
-    log_retention_days: int = 90
+    loader_memory_mb: Whole = _memory(1024, "loader")
+    loader_timeout_seconds: Whole = _timeout(
+        600, "loader", "; the queue's visibility timeout is 6 times this"
+    )
+    pruner_memory_mb: Whole = _memory(512, "pruner")
+    pruner_timeout_seconds: Whole = _timeout(900, "pruner")
+    reconciler_memory_mb: Whole = _memory(512, "reconciler")
+    reconciler_timeout_seconds: Whole = _timeout(300, "reconciler")
+    scheduled_reserved_concurrency: OptionalWhole = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="reserved concurrency of pruner and reconciler; `null` (or `none`) for none",
+    )
+    prune_schedule: Annotated[Schedule, Every(DAY)] = Field(
+        Schedule.rate("1 day"), description="EventBridge schedule of the pruner"
+    )
+    reconcile_schedule: Annotated[Schedule, Every(HOUR)] = Field(
+        Schedule.rate("1 hour"), description="EventBridge schedule of the reconciler"
+    )
+    retention_days: Whole = Field(
+        400, ge=1, le=36_500, description="the pruner drops events older than this (days)"
+    )
+    max_reject_share: Number | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="a file with a larger share of bad lines fails; empty: the loader's 0.1",
+    )
+    log_level: Annotated[Text, OneOf(LOG_LEVELS)] = Field(
+        "INFO", description="Powertools log level"
+    )
+    log_retention_days: Annotated[Whole, OneOf(LOG_RETENTION_DAYS)] = Field(
+        90, description="days the functions' logs are kept (a CloudWatch Logs value)"
+    )
     # The database: an existing one (its secret) or a new one.
-    db_secret_arn: str | None = None
-    db_secret_kms_key_arn: str | None = None
-    db_ssl_mode: str = "require"
-    db_ssl_root_cert: str | None = None
-    new_database: NewDatabase | None = None
-    db_port: int = 5432
+    db_secret_arn: Annotated[str, SECRET_ARN] | None = Field(
+        None,
+        description="complete ARN of the existing database's secret (cdk.json: a placeholder)",
+    )
+    db_secret_kms_key_arn: Annotated[str, KMS_KEY_ARN] | None = Field(
+        None, description="the KMS key of that secret, if not the AWS-managed one"
+    )
+    db_ssl_mode: Annotated[Text, OneOf(SSLMODES)] = Field(
+        "require",
+        description="libpq sslmode of the functions' connections; "
+        "`disable`, `allow` and `prefer` only in a VPC",
+    )
+    db_ssl_root_cert: Annotated[str, ABSOLUTE_PATH] | None = Field(
+        None, description="CA bundle path for `verify-ca`/`verify-full`"
+    )
+    create_database: Flag = Field(False, description="create an RDS for PostgreSQL instance")
+    db_instance_class: Annotated[str, INSTANCE_CLASS, NEW_DB] = Field(
+        "t4g.micro", description="its instance class"
+    )
+    db_engine_version: Annotated[Text, OneOf(DB_ENGINE_VERSIONS), NEW_DB] = Field(
+        "17", description="its major version (minor versions upgrade automatically)"
+    )
+    db_allocated_storage_gb: Annotated[Whole, NEW_DB] = Field(
+        20, ge=20, le=65_536, description="its storage (GB)"
+    )
+    db_max_allocated_storage_gb: Annotated[Whole, NEW_DB] = Field(
+        100, ge=20, le=65_536, description="how far its storage may grow (GB)"
+    )
+    db_multi_az: Annotated[Flag, NEW_DB] = Field(False, description="a standby in a second AZ")
+    db_backup_retention_days: Annotated[Whole, NEW_DB] = Field(
+        7, ge=1, le=35, description="automated backups kept (days)"
+    )
+    db_deletion_protection: Annotated[Flag, NEW_DB] = Field(True, description="refuse deletion")
+    db_name: Annotated[str, DB_NAME, NEW_DB] = Field("km2pg", description="its database name")
     # Network: none (the database is reached over the internet, TLS) or an existing VPC.
-    network: Network | None = None
-    nat_gateway: bool = False
-    vpc_endpoints: tuple[str, ...] = ENDPOINTS
+    vpc_id: Annotated[str, VPC_ID] | None = Field(
+        None, description="the existing VPC of the functions (and database); empty: no VPC"
+    )
+    availability_zones: Annotated[tuple[Annotated[str, AZ], ...], Items] = Field(
+        (), description="the AZ of each private subnet, in order"
+    )
+    private_subnet_ids: Annotated[tuple[Annotated[str, SUBNET_ID], ...], Items] = Field(
+        (), description="the functions' subnets"
+    )
+    private_route_table_ids: Annotated[tuple[Annotated[str, ROUTE_TABLE_ID], ...], Items] = Field(
+        (), description="their route tables, in order (for the S3 gateway endpoint)"
+    )
+    db_security_group_id: Annotated[str, SECURITY_GROUP_ID] | None = Field(
+        None, description="the existing database's security group"
+    )
+    db_port: Whole = Field(5432, ge=1, le=65535, description="the database port")
+    add_db_ingress: Flag = Field(
+        False, description="add the functions' ingress rule to `dbSecurityGroupId`"
+    )
+    nat_gateway: Flag = Field(False, description="the subnets have NAT: make no endpoints")
+    vpc_endpoints: Annotated[tuple[str, ...], Items, SubsetOf(ENDPOINTS)] = Field(
+        ENDPOINTS, description="the VPC endpoints to create (when in a VPC without NAT)"
+    )
     # Monitoring.
-    alarm_email: str | None = None
-    stalled_hours: int = 6
+    alarm_email: Annotated[str, EMAIL] | None = Field(
+        None, description="subscribe this address to the alarm topic"
+    )
+    stalled_hours: Whole = Field(
+        6, ge=1, le=168, description='hours without a loaded file before "export stalled"'
+    )
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> Settings:
+        """Read and check every key; raises :class:`SettingsError` naming the key at fault."""
+        try:
+            return cls.model_validate(context)
+        except ValidationError as error:
+            raise settings_error(error, cls.model_fields) from None
+
+    @property
+    def loader(self) -> FunctionSize:
+        return FunctionSize(self.loader_memory_mb, self.loader_timeout_seconds)
+
+    @property
+    def pruner(self) -> FunctionSize:
+        return FunctionSize(self.pruner_memory_mb, self.pruner_timeout_seconds)
+
+    @property
+    def reconciler(self) -> FunctionSize:
+        return FunctionSize(self.reconciler_memory_mb, self.reconciler_timeout_seconds)
+
+    @property
+    def network(self) -> Network | None:
+        """The existing VPC the functions run in, if ``vpcId`` is set."""
+        if self.vpc_id is None:
+            return None
+        return Network(
+            vpc_id=self.vpc_id,
+            availability_zones=self.availability_zones,
+            private_subnet_ids=self.private_subnet_ids,
+            private_route_table_ids=self.private_route_table_ids,
+            db_security_group_id=self.db_security_group_id,
+            add_db_ingress=self.add_db_ingress,
+        )
+
+    @property
+    def new_database(self) -> NewDatabase | None:
+        """The database the stack creates, if ``createDatabase`` is set."""
+        if not self.create_database:
+            return None
+        return NewDatabase(
+            instance_class=self.db_instance_class,
+            engine_version=self.db_engine_version,
+            allocated_storage_gb=self.db_allocated_storage_gb,
+            max_allocated_storage_gb=self.db_max_allocated_storage_gb,
+            multi_az=self.db_multi_az,
+            backup_retention_days=self.db_backup_retention_days,
+            deletion_protection=self.db_deletion_protection,
+            name=self.db_name,
+        )
 
     @property
     def in_vpc(self) -> bool:
         """Whether the functions run in a VPC (an existing one, or the new database's)."""
-        return self.network is not None or self.new_database is not None
+        return self.vpc_id is not None or self.create_database
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -197,94 +330,110 @@ class Settings:
     @property
     def queue_visibility_seconds(self) -> int:
         """Six times the loader's timeout, as AWS advises for an SQS event source."""
-        return 6 * self.loader.timeout_seconds
+        return 6 * self.loader_timeout_seconds
 
+    @model_validator(mode="before")
     @classmethod
-    def from_context(cls, context: Mapping[str, Any]) -> Settings:
-        """Read and check every key; raises :class:`SettingsError` naming the key at fault."""
-        unknown = sorted(key for key in context if key not in CONTEXT_KEYS and not _is_cdk_key(key))
+    def _read_context(cls, context: Any) -> Any:
+        """Context as CDK gives it -> this model's input: unknown keys refused, CDK's own keys
+        left out, an empty string (or JSON null, where a setting cannot be null) taken as not
+        set, and the created database's settings read only with ``createDatabase``."""
+        if not isinstance(context, Mapping):
+            return context
+        fields = {field.alias: field for field in cls.model_fields.values()}
+        unknown = sorted(key for key in context if key not in fields and not _is_cdk_key(key))
         if unknown:
             raise SettingsError(f"unknown context keys (a typo?): {', '.join(unknown)}")
-        c = _Context(context)
-        defaults = cls()
-        create_database = c.flag("createDatabase", default=False)
-        network = _network(c)
-        settings = cls(
-            stack_name=c.text("stackName", defaults.stack_name, _STACK_NAME),
-            export_bucket_name=c.optional_text("exportBucketName", _BUCKET),
-            export_prefix=c.text("exportPrefix", defaults.export_prefix, _PREFIX),
-            event_bridge=c.flag("eventBridge", default=False),
-            max_receive_count=c.integer("maxReceiveCount", defaults.max_receive_count, 1, 1000),
-            loader_batch_size=c.integer("loaderBatchSize", defaults.loader_batch_size, 1, 10),
-            loader_batch_window_seconds=c.integer(
-                "loaderBatchWindowSeconds", defaults.loader_batch_window_seconds, 0, 300
-            ),
-            loader_max_concurrency=c.integer(
-                "loaderMaxConcurrency", defaults.loader_max_concurrency, 2, 1000
-            ),
-            loader=_size(c, "loader", defaults.loader),
-            pruner=_size(c, "pruner", defaults.pruner),
-            reconciler=_size(c, "reconciler", defaults.reconciler),
-            scheduled_reserved_concurrency=c.optional_integer(
-                "scheduledReservedConcurrency", defaults.scheduled_reserved_concurrency, 1, 1000
-            ),
-            prune_schedule=c.schedule("pruneSchedule", defaults.prune_schedule),
-            reconcile_schedule=c.schedule("reconcileSchedule", defaults.reconcile_schedule),
-            retention_days=c.integer("retentionDays", defaults.retention_days, 1, 36_500),
-            max_reject_share=c.optional_fraction("maxRejectShare"),
-            log_level=c.choice("logLevel", defaults.log_level, LOG_LEVELS),
-            log_retention_days=c.integer(
-                "logRetentionDays", defaults.log_retention_days, 1, 3653, LOG_RETENTION_DAYS
-            ),
-            db_secret_arn=c.optional_text("dbSecretArn", _SECRET_ARN),
-            db_secret_kms_key_arn=c.optional_text("dbSecretKmsKeyArn", _KMS_KEY_ARN),
-            db_ssl_mode=c.choice("dbSslMode", defaults.db_ssl_mode, SSL_MODES),
-            db_ssl_root_cert=c.optional_text("dbSslRootCert", re.compile(r"^/\S+$")),
-            new_database=_new_database(c) if create_database else None,
-            db_port=c.integer("dbPort", defaults.db_port, 1, 65535),
-            network=network,
-            nat_gateway=c.flag("natGateway", default=False),
-            vpc_endpoints=c.subset("vpcEndpoints", ENDPOINTS),
-            alarm_email=c.optional_text("alarmEmail", _EMAIL),
-            stalled_hours=c.integer("stalledHours", defaults.stalled_hours, 1, 168),
-        )
-        settings.check()
-        return settings
+        creating = _is_true(context.get("createDatabase"))
+        given = {}
+        for key, value in context.items():
+            field = fields.get(key)
+            if field is None or _not_set(value, field):
+                continue
+            if NEW_DB in field.metadata and not creating:
+                continue
+            given[key] = value
+        return given
 
-    def check(self) -> None:
-        """Rules that tie settings together."""
-        if self.new_database is not None and self.db_secret_arn:
+    @model_validator(mode="after")
+    def _network_rules(self) -> Self:
+        if self.vpc_id is None:
+            described = [
+                key
+                for key, value in (
+                    ("availabilityZones", self.availability_zones),
+                    ("privateSubnetIds", self.private_subnet_ids),
+                    ("privateRouteTableIds", self.private_route_table_ids),
+                    ("dbSecurityGroupId", self.db_security_group_id),
+                    ("addDbIngress", self.add_db_ingress),
+                    ("natGateway", self.nat_gateway),
+                )
+                if value
+            ]
+            if described:
+                verb = "describes" if len(described) == 1 else "describe"
+                raise SettingsError(
+                    f"{', '.join(described)} {verb} the VPC of vpcId: set vpcId too"
+                )
+            return self
+        subnets = self.private_subnet_ids
+        if not subnets:
+            raise SettingsError("vpcId needs privateSubnetIds (the functions' subnets)")
+        if len(self.availability_zones) != len(subnets):
+            raise SettingsError(
+                "availabilityZones must name the AZ of each of privateSubnetIds, in the same order"
+            )
+        if self.private_route_table_ids and len(self.private_route_table_ids) != len(subnets):
+            raise SettingsError(
+                "privateRouteTableIds must name the route table of each of privateSubnetIds, "
+                "in the same order"
+            )
+        if self.add_db_ingress and not self.db_security_group_id:
+            raise SettingsError("addDbIngress needs dbSecurityGroupId")
+        return self
+
+    @model_validator(mode="after")
+    def _database_rules(self) -> Self:
+        if self.create_database and self.db_secret_arn:
             raise SettingsError(
                 "set either dbSecretArn (an existing database) or createDatabase, not both "
                 "(to create one, empty dbSecretArn: -c dbSecretArn=)"
             )
-        if self.new_database is None and not self.db_secret_arn:
+        if not self.create_database and not self.db_secret_arn:
             raise SettingsError(
                 "set dbSecretArn (the complete ARN of an existing database's RDS-style secret) "
                 "or createDatabase: true"
             )
+        if self.create_database:
+            if self.db_max_allocated_storage_gb < self.db_allocated_storage_gb:
+                raise SettingsError("dbMaxAllocatedStorageGb must be at least dbAllocatedStorageGb")
+            if not 1150 <= self.db_port <= 65535:
+                raise SettingsError("an RDS instance's dbPort must be between 1150 and 65535")
+            if self.vpc_id is not None and len(set(self.availability_zones)) < 2:
+                raise SettingsError("an RDS subnet group needs privateSubnetIds in two or more AZs")
+        elif self.vpc_id is not None and not self.db_security_group_id:
+            raise SettingsError("vpcId with an existing database needs dbSecurityGroupId")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_and_endpoint_rules(self) -> Self:
         if self.db_ssl_mode == "verify-full" and not self.db_ssl_root_cert:
             raise SettingsError("dbSslMode verify-full needs dbSslRootCert (a CA bundle path)")
-        if self.network is None and self.nat_gateway:
-            raise SettingsError("natGateway describes the subnets of vpcId: set vpcId too")
-        network = self.network
-        if network and self.new_database is None and not network.db_security_group_id:
-            raise SettingsError("vpcId with an existing database needs dbSecurityGroupId")
-        over_internet = self.network is None and self.new_database is None
-        if over_internet and self.db_ssl_mode in ("disable", "allow", "prefer"):
+        if not self.in_vpc and self.db_ssl_mode in UNENCRYPTED_SSLMODES:
             raise SettingsError(
                 "without a VPC the database is reached over the internet: dbSslMode must be "
-                "require, verify-ca or verify-full"
+                f"one of {', '.join(m for m in SSLMODES if m not in UNENCRYPTED_SSLMODES)}"
             )
-        if network and "s3" in self.endpoints and not network.private_route_table_ids:
+        if self.vpc_id is not None and "s3" in self.endpoints and not self.private_route_table_ids:
             raise SettingsError(
                 "the S3 gateway endpoint needs privateRouteTableIds (or leave s3 out of "
                 "vpcEndpoints, or set natGateway: true)"
             )
-        if self.new_database is not None and not 1150 <= self.db_port <= 65535:
-            raise SettingsError("an RDS instance's dbPort must be between 1150 and 65535")
-        if self.new_database and network and len(set(network.availability_zones)) < 2:
-            raise SettingsError("an RDS subnet group needs privateSubnetIds in two or more AZs")
+        return self
+
+
+CONTEXT_KEYS: Final = tuple(field.alias or name for name, field in Settings.model_fields.items())
+"""The context keys this app reads (anything else in cdk.json is CDK's own)."""
 
 
 def _is_cdk_key(key: str) -> bool:
@@ -294,214 +443,15 @@ def _is_cdk_key(key: str) -> bool:
     return key.startswith("@") or ":" in key or "-" in key
 
 
-class _Context:
-    def __init__(self, context: Mapping[str, Any]) -> None:
-        self._context = context
-
-    def raw(self, key: str) -> Any:
-        value = self._context.get(key)
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
-
-    def flag(self, key: str, *, default: bool) -> bool:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "yes", "1"):
-            return True
-        if text in ("false", "no", "0"):
-            return False
-        raise SettingsError(f"{key} must be true or false, not {value!r}")
-
-    def optional_integer(self, key: str, default: int | None, low: int, high: int) -> int | None:
-        if key in self._context and self._context[key] is None:
-            return None  # JSON null in cdk.json
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, str) and value.strip().lower() in ("none", "null"):
-            return None
-        return self.integer(key, default or low, low, high)
-
-    def integer(
-        self,
-        key: str,
-        default: int,
-        low: int,
-        high: int,
-        allowed: frozenset[int] | None = None,
-    ) -> int:
-        value = self.raw(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            raise SettingsError(f"{key} must be a whole number, not {value!r}")
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise SettingsError(f"{key} must be a whole number, not {value!r}") from None
-        if not low <= number <= high:
-            raise SettingsError(f"{key} must be between {low} and {high}, not {number}")
-        if allowed is not None and number not in allowed:
-            raise SettingsError(f"{key} must be one of {sorted(allowed)}, not {number}")
-        return number
-
-    def optional_fraction(self, key: str) -> float | None:
-        value = self.raw(key)
-        if value is None:
-            return None
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise SettingsError(f"{key} must be a number between 0 and 1, not {value!r}") from None
-        if not 0.0 <= number <= 1.0:
-            raise SettingsError(f"{key} must be a number between 0 and 1, not {value!r}")
-        return number
-
-    def text(self, key: str, default: str, pattern: re.Pattern[str]) -> str:
-        value = self.optional_text(key, pattern)
-        return default if value is None else value
-
-    def optional_text(self, key: str, pattern: re.Pattern[str]) -> str | None:
-        value = self.raw(key)
-        if value is None:
-            return None
-        text = str(value).strip()
-        if not pattern.match(text):
-            raise SettingsError(f"{key} is malformed: {value!r}")
-        return text
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.raw(key)
-        if value is None:
-            return default
-        text = str(value).strip()
-        if text not in choices:
-            raise SettingsError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
-        return text
-
-    def strings(self, key: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-        value = self.raw(key)
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    raise SettingsError(f"{key} is not a JSON list: {text!r}") from None
-            else:
-                value = [part for part in (p.strip() for p in text.split(",")) if part]
-        if not isinstance(value, list):
-            raise SettingsError(f"{key} must be a list, not {value!r}")
-        items = tuple(str(item).strip() for item in value)
-        for item in items:
-            if not pattern.match(item):
-                raise SettingsError(f"{key} has a malformed item: {item!r}")
-        return items
-
-    def subset(self, key: str, choices: tuple[str, ...]) -> tuple[str, ...]:
-        if self.raw(key) is None:
-            return choices
-        items = self.strings(key, re.compile(r"^[a-z0-9]+$"))
-        unknown = sorted(set(items) - set(choices))
-        if unknown:
-            raise SettingsError(f"{key} may hold only {', '.join(choices)}, not {unknown}")
-        return tuple(choice for choice in choices if choice in items)
-
-    def schedule(self, key: str, default: Schedule) -> Schedule:
-        value = self.raw(key)
-        if value is None:
-            return default
-        text = str(value).strip()
-        rate = _RATE.match(text)
-        if rate:
-            count, unit = int(rate.group(1)), rate.group(2).rstrip("s")
-            if count < 1:
-                raise SettingsError(f"{key} must run at least every so often: {text!r}")
-            if (count == 1) != (not rate.group(2).endswith("s")):
-                raise SettingsError(f"{key}: write rate(1 {unit}) or rate(N {unit}s), not {text}")
-            seconds = count * {"minute": 60, "hour": 3_600, "day": 86_400}[unit]
-            if seconds > 7 * 86_400:
-                raise SettingsError(f"{key} must run at least weekly (its missed-run alarm)")
-            return Schedule(text, seconds)
-        if _CRON.match(text):
-            # A cron schedule's period is taken to be the default's (daily or hourly); the
-            # missed-run alarm then looks over that period.
-            return Schedule(text, default.period_seconds)
-        raise SettingsError(f"{key} must be rate(N unit) or cron(6 fields), not {text!r}")
+def _not_set(value: Any, field: FieldInfo) -> bool:
+    if isinstance(value, str):
+        return value.strip() == ""
+    return value is None and type(None) not in getattr(field.annotation, "__args__", ())
 
 
-def _size(c: _Context, name: str, default: FunctionSize) -> FunctionSize:
-    return FunctionSize(
-        memory_mb=c.integer(f"{name}MemoryMb", default.memory_mb, 128, 10_240),
-        timeout_seconds=c.integer(f"{name}TimeoutSeconds", default.timeout_seconds, 10, 900),
-    )
-
-
-def _network(c: _Context) -> Network | None:
-    vpc_id = c.optional_text("vpcId", _VPC)
-    azs = c.strings("availabilityZones", _AZ)
-    subnets = c.strings("privateSubnetIds", _SUBNET)
-    route_tables = c.strings("privateRouteTableIds", _ROUTE_TABLE)
-    security_group = c.optional_text("dbSecurityGroupId", _SECURITY_GROUP)
-    add_ingress = c.flag("addDbIngress", default=False)
-    if vpc_id is None:
-        given = [
-            key
-            for key, value in (
-                ("availabilityZones", azs),
-                ("privateSubnetIds", subnets),
-                ("privateRouteTableIds", route_tables),
-                ("dbSecurityGroupId", security_group),
-                ("addDbIngress", add_ingress),
-            )
-            if value
-        ]
-        if given:
-            raise SettingsError(f"{', '.join(given)} describe the VPC of vpcId: set vpcId too")
-        return None
-    if not subnets:
-        raise SettingsError("vpcId needs privateSubnetIds (the functions' subnets)")
-    if len(azs) != len(subnets):
-        raise SettingsError(
-            "availabilityZones must name the AZ of each of privateSubnetIds, in the same order"
-        )
-    if route_tables and len(route_tables) != len(subnets):
-        raise SettingsError(
-            "privateRouteTableIds must name the route table of each of privateSubnetIds, "
-            "in the same order"
-        )
-    if add_ingress and not security_group:
-        raise SettingsError("addDbIngress needs dbSecurityGroupId")
-    return Network(
-        vpc_id=vpc_id,
-        availability_zones=azs,
-        private_subnet_ids=subnets,
-        private_route_table_ids=route_tables,
-        db_security_group_id=security_group,
-        add_db_ingress=add_ingress,
-    )
-
-
-def _new_database(c: _Context) -> NewDatabase:
-    d = NewDatabase()
-    allocated = c.integer("dbAllocatedStorageGb", d.allocated_storage_gb, 20, 65_536)
-    maximum = c.integer("dbMaxAllocatedStorageGb", d.max_allocated_storage_gb, 20, 65_536)
-    if maximum < allocated:
-        raise SettingsError("dbMaxAllocatedStorageGb must be at least dbAllocatedStorageGb")
-    return NewDatabase(
-        instance_class=c.text("dbInstanceClass", d.instance_class, _INSTANCE_CLASS),
-        engine_version=c.choice("dbEngineVersion", d.engine_version, DB_ENGINE_VERSIONS),
-        allocated_storage_gb=allocated,
-        max_allocated_storage_gb=maximum,
-        multi_az=c.flag("dbMultiAz", default=d.multi_az),
-        backup_retention_days=c.integer("dbBackupRetentionDays", d.backup_retention_days, 1, 35),
-        deletion_protection=c.flag("dbDeletionProtection", default=d.deletion_protection),
-        name=c.text("dbName", d.name, _DB_NAME),
-    )
+def _is_true(value: Any) -> bool:
+    """``createDatabase`` read early (a malformed value is reported with the others)."""
+    try:
+        return value is not None and parse_flag(value)
+    except ValueError:
+        return False

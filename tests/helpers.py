@@ -1,8 +1,9 @@
-"""Test helpers: write export files, dump a database canonically, and an independent oracle.
+"""Test helpers: write export files, dump a database canonically, load and compare.
 
 The canonical dump names everything by its text (identities, actions, keys), never by the
 ids a load happened to assign, so two databases loaded in different orders compare equal
-exactly when they hold the same facts.
+exactly when they hold the same facts. What a correct load gives is computed by the oracle in
+``tests/oracle.py``, which shares no code with km2pg.
 """
 
 from __future__ import annotations
@@ -14,20 +15,18 @@ import random
 import subprocess
 import sys
 import traceback
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from km2pg import db, load
+from km2pg.cli.synth import generate_export
 from km2pg.dsn import ConnectionSettings
-from km2pg.export import Line, LineKind, parse_lines
 from km2pg.sources import discover_local, local_file
-from km2pg.synth import generate_export
+from tests.oracle import Dump, oracle_dump_of_paths
 
-Dump = dict[str, list[tuple[Any, ...]]]
 TIMESTAMPTZ_OID = 1184
 
 
@@ -122,6 +121,25 @@ def canonical_digest(con: db.Connection) -> dict[str, tuple[int, str]]:
         db.scalar(con, "select set_config('TimeZone', :zone, false)", zone=zone)
 
 
+def dump_differences(got: Dump, want: Dump, shown: int = 5) -> str:
+    """What one canonical dump has that the other lacks, table by table (a few rows each)."""
+    lines = []
+    for table in sorted(set(got) | set(want)):
+        have, need = set(got.get(table, [])), set(want.get(table, []))
+        for label, rows in (("extra", have - need), ("missing", need - have)):
+            if rows:
+                sample = sorted(rows, key=repr)[:shown]
+                lines.append(f"{table}: {len(rows)} {label}, e.g. {sample}")
+    return "\n".join(lines)
+
+
+def assert_matches_oracle(con: db.Connection, paths: Iterable[Path]) -> None:
+    """The database holds exactly what the independent oracle computes for these files."""
+    got, want = canonical_dump(con), oracle_dump_of_paths(paths)
+    differences = dump_differences(got, want)
+    assert got == want, f"the database differs from the oracle:\n{differences}"
+
+
 def check_invariants(con: db.Connection, *, pruned: bool = False) -> None:
     """What must hold after any sequence of loads (and prunes, when ``pruned``)."""
     bad_person = db.scalar(
@@ -137,7 +155,8 @@ def check_invariants(con: db.Connection, *, pruned: bool = False) -> None:
     bad_eventid = db.scalar(
         con,
         """
-        select count(*) from km2pg.events where eventid <> km2pg.make_eventid(userid, t)
+        select count(*) from km2pg.events
+         where eventid <> ((extract(epoch from t)::bigint - 946684800) << 32) | userid
     """,
     )
     assert bad_eventid == 0, "eventid must encode (userid, t)"
@@ -180,87 +199,6 @@ def person_properties_drift(con: db.Connection) -> int:
             """,
         )
     )
-
-
-def oracle_dump(
-    files: Iterable[tuple[int, Sequence[str | bytes]]], now: int | None = None
-) -> dict[str, list[tuple[Any, ...]]]:
-    """The dump a correct loader produces, computed in plain Python from the parsing rules.
-
-    ``files`` are (revision, lines). Independent of the SQL: no ids, no database.
-    """
-    latest = (now or int(datetime.now(UTC).timestamp())) + 86400
-    names: set[str] = set()
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.get(x, x) != x:
-            x = parent[x]
-        return x
-
-    aliases: dict[tuple[str, str], int] = {}
-    events: set[tuple[str, int]] = set()
-    actions: set[tuple[str, int, str]] = set()
-    props: dict[tuple[str, int, str], tuple[int, int, str, str | None]] = {}
-    action_names: set[str] = set()
-    key_names: set[str] = set()
-    for revision, lines in files:
-        for item in parse_lines(lines, latest):
-            if not isinstance(item, Line):
-                continue
-            names.add(item.person)
-            if item.kind is LineKind.ALIAS:
-                assert item.alias is not None
-                names.add(item.alias)
-                pair = (item.person, item.alias)
-                aliases[pair] = min(aliases.get(pair, item.t), item.t)
-                ra, rb = find(item.person), find(item.alias)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-                continue
-            events.add((item.person, item.t))
-            if item.name is not None:
-                actions.add((item.person, item.t, item.name))
-                action_names.add(item.name)
-            for key, value in item.properties:
-                key_names.add(key)
-                candidate = (revision, item.lineno, value, item.name)
-                slot = (item.person, item.t, key)
-                if slot not in props or _newer(candidate, props[slot]):
-                    props[slot] = candidate
-
-    def ts(t: int) -> datetime:
-        return datetime.fromtimestamp(t, UTC)
-
-    clusters: dict[str, list[str]] = defaultdict(list)
-    for name in names:
-        clusters[find(name)].append(name)
-    person = {name: min(members) for members in clusters.values() for name in members}
-    # Per person and key, the settings event_properties keeps: the latest and the first by
-    # (t, revision, lineno, value).
-    settings: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
-    for (p, t, k), v in props.items():
-        settings[(person[p], k)].append((t, v[0], v[1], v[2]))
-    dump = {
-        "users": {(n, person[n]) for n in names},
-        "aliases": {(a, b, ts(t)) for (a, b), t in aliases.items()},
-        "events": {(p, ts(t)) for p, t in events},
-        "event_actions": {(p, ts(t), n) for p, t, n in actions},
-        "event_properties": {
-            (p, ts(t), k, v[2], v[3], v[0], v[1]) for (p, t, k), v in props.items()
-        },
-        "actions": {(n,) for n in action_names},
-        "keys": {(k,) for k in key_names},
-        "person_properties": {
-            (p, k, max(rows)[3], ts(max(rows)[0]), min(rows)[3], ts(min(rows)[0]))
-            for (p, k), rows in settings.items()
-        },
-    }
-    return {name: sorted(rows, key=repr) for name, rows in dump.items()}
-
-
-def _newer(a: tuple[int, int, str, str | None], b: tuple[int, int, str, str | None]) -> bool:
-    return (a[0], a[1], a[2]) > (b[0], b[1], b[2])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from km2pg.contract import SSLMODES
 from km2pg.errors import ConfigError
 
-SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _KNOWN_KEYS: Final = frozenset(
     {

@@ -29,12 +29,5 @@ class SchemaError(Km2pgError):
     """The database schema is not one this version of km2pg can use."""
 
 
-class LoadFailed(Km2pgError):
-    """A file could not be loaded because of its data; it is recorded as ``failed``.
-
-    Not transient: loading the same bytes again fails the same way.
-    """
-
-
 class WorkerFailed(Km2pgError):
     """A helper process of the loader died or failed: the load was rolled back; retry it."""

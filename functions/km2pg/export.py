@@ -302,7 +302,7 @@ def parse_timestamp(value: Any, latest: int) -> int:
     return seconds
 
 
-def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Line:  # noqa: PLR0912
+def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Line:
     """Classify and validate one decoded JSON value. Raises :class:`LineError`.
 
     ``plain`` promises the raw line held no backslash: then no text in it can hold a NUL or a
@@ -334,22 +334,7 @@ def parse_object(lineno: int, obj: Any, latest: int, plain: bool = False) -> Lin
             raise LineError("empty _n")
         kind = LineKind.EVENT
 
-    properties: dict[str, str] = {}
-    inexact = False
-    for key, value in obj.items():
-        if key in RESERVED_KEYS:
-            continue
-        text: str | None
-        if value.__class__ is str:
-            text = value if plain or "\x00" not in value else value.replace("\x00", "")
-        else:
-            if value.__class__ in _INEXACT or (value.__class__ is int and value == 0):
-                inexact = True  # 1.10 -> 1.1, -0 -> 0: the text may differ from the line's
-            text = value_text(value)
-        if text is None:
-            continue
-        # Later keys win when two differ only in case or spaces ("Plan", "plan").
-        properties[names.get(key) or normalize_name(key)] = text
+    properties, inexact = line_properties(obj, plain)
     return Line(
         lineno,
         kind,
@@ -366,7 +351,7 @@ Usual = tuple[str, int, str | None, dict[str, str]]
 """A usual line's (person, t, event name or None, properties), as :func:`parse_usual` gives it."""
 
 
-def parse_usual(raw: bytes, latest: int) -> Usual | None:  # noqa: PLR0911, PLR0912 - flat, for speed
+def parse_usual(raw: bytes, latest: int) -> Usual | None:  # noqa: PLR0911 - flat, for speed
     """The usual event or property-set line, fast; None for any other line.
 
     Usual means: no backslash (nothing to repair, and no text that needs escaping anywhere), a
@@ -404,21 +389,37 @@ def parse_usual(raw: bytes, latest: int) -> Usual | None:  # noqa: PLR0911, PLR0
             return None
     elif "_n" in obj:
         return None
+    properties, inexact = line_properties(obj, plain=True)
+    if inexact:
+        return None
+    return person, t, name, properties
+
+
+def line_properties(obj: dict[str, Any], plain: bool) -> tuple[dict[str, str], bool]:
+    """A line's properties (normalized name -> value text) and whether any value's text may
+    differ from the line's (a float, a nested value or a zero: ``1.10`` reads as ``1.1``).
+
+    The one property rule of both parsers. Every key but the reserved ones is a property; null
+    means no property; later keys win when two differ only in case or spaces ("Plan", "plan").
+    ``plain`` as in :func:`parse_object`.
+    """
+    names = _NAMES
     properties: dict[str, str] = {}
+    inexact = False
     for key, value in obj.items():
         if key in RESERVED_KEYS:
             continue
+        text: str | None
         if value.__class__ is str:
-            text = value
-        elif value is None:
-            continue
-        elif value.__class__ in _INEXACT or (value.__class__ is int and value == 0):
-            return None
+            text = value if plain or "\x00" not in value else value.replace("\x00", "")
         else:
-            text = orjson.dumps(value).decode()
-        # Later keys win when two differ only in case or spaces ("Plan", "plan").
+            if value.__class__ in _INEXACT or (value.__class__ is int and value == 0):
+                inexact = True
+            text = value_text(value)
+            if text is None:
+                continue
         properties[names.get(key) or normalize_name(key)] = text
-    return person, t, name, properties
+    return properties, inexact
 
 
 def _json_type(obj: Any) -> str:

@@ -23,7 +23,7 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 
 from km2pg import db, store
 from km2pg.db import Connection
-from km2pg.errors import DatabaseUnavailable, Km2pgError, LoadFailed
+from km2pg.errors import DatabaseUnavailable, Km2pgError
 from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
 from km2pg.parse_worker import copy_export_parallel
 from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
@@ -259,4 +259,4 @@ def _result(
     )
 
 
-__all__ = ["LoadFailed", "LoadOptions", "LoadResult", "load_file", "prepare_connection"]
+__all__ = ["LoadOptions", "LoadResult", "load_file", "prepare_connection"]

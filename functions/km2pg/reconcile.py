@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from km2pg import db
 from km2pg.db import Connection
 from km2pg.errors import SourceError
@@ -34,8 +36,6 @@ def list_exports(
     s3: Any, bucket: str, prefix: str, older_than: datetime | None = None
 ) -> Iterator[ObjectRef]:
     """Export files under ``prefix`` (optionally only those last modified before a time)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
@@ -77,8 +77,6 @@ def pending(con: Connection, listing: Iterable[ObjectRef]) -> list[ObjectRef]:
 
 def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
     """Send one message per file, ten per request; raises SourceError if SQS refuses any."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     sent = 0
     batch: list[ObjectRef] = []
 

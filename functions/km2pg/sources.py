@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any, Final, cast
 from urllib.parse import unquote_plus
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from km2pg.errors import SourceError
 
 _EXPORT_KEY: Final = re.compile(r"(?:^|/)revisions/(\d+)\.json(?:\.gz)?$")
@@ -252,8 +254,6 @@ def s3_key_from_event(key: str) -> str:
 
 
 def _open_s3(client: Any, bucket: str, key: str) -> IO[bytes]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         body = client.get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as error:
@@ -289,8 +289,6 @@ class _StreamingBodyReader(io.RawIOBase):
 
 def discover_s3(url: str, client: Any | None = None) -> list[ExportFile]:
     """Every export file under ``s3://bucket/prefix``, in revision order."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, prefix = parse_s3_url(url)
     if client is None:
         client = s3_client()
@@ -313,7 +311,7 @@ def discover_s3(url: str, client: Any | None = None) -> list[ExportFile]:
 
 
 def s3_client() -> Any:
-    import boto3
+    import boto3  # noqa: PLC0415 - slow to import, and only S3 sources need it
 
     return boto3.client("s3")
 

@@ -19,7 +19,20 @@ _SPECIAL: Final = re.compile(r"[\\\t\n\r]")
 NULL: Final = "\\N"
 CHUNK_CHARS: Final = 256 * 1024
 
-STAGE_COLUMNS: Final = "rec, lineno, p, p2, t, name, value, action"
+STAGE_LAYOUT: Final = (
+    ("rec", '"char" NOT NULL'),  # e event, p property set, a alias, k property, r reject
+    ("lineno", "integer NOT NULL"),
+    ("p", "text"),  # the identity (_p)
+    ("p2", "text"),  # the second identity of an alias (_p2)
+    ("t", "bigint"),  # seconds since the epoch
+    ("name", "text"),  # the action (e), the property's key (k) or the reason (r)
+    ("value", "text"),  # the property's value (k) or the rejected line (r)
+    ("action", "text"),  # unused: always null
+)
+"""The staging table's columns, in the order :func:`copy_export` writes them; the table's DDL
+and the COPY's column list are made from this."""
+STAGE_COLUMNS: Final = ", ".join(column for column, _ in STAGE_LAYOUT)
+STAGE_COLUMNS_DDL: Final = ",\n    ".join(f"{column:<6} {kind}" for column, kind in STAGE_LAYOUT)
 MAX_NAMES: Final = 100_000
 """Distinct action or key names remembered per file; past that they are found in SQL."""
 

@@ -22,7 +22,7 @@ from pg8000.exceptions import DatabaseError
 from km2pg import db
 from km2pg.db import Connection
 from km2pg.sources import ExportFile
-from km2pg.staging import STAGE_COLUMNS, StagedNames
+from km2pg.staging import STAGE_COLUMNS, STAGE_COLUMNS_DDL, StagedNames
 
 LOCK_FILES_NAMESPACE: Final = db.LOCK_NAMESPACE + 1
 MAX_FAILED_REJECTS: Final = 10_000
@@ -49,14 +49,7 @@ EXCEPTION WHEN invalid_parameter_value OR undefined_object OR insufficient_privi
     NULL;  -- a platform or a compatible server without the check: loads work as before
 END $$;
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage (
-    rec    "char" NOT NULL,
-    lineno integer NOT NULL,
-    p      text,
-    p2     text,
-    t      bigint,
-    name   text,
-    value  text,
-    action text
+    {STAGE_COLUMNS_DDL}
 ) PARTITION BY LIST (rec);
 -- Split by kind, so the steps that read lines or aliases never scan the property rows.
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_lines PARTITION OF km2pg_stage

@@ -7,9 +7,17 @@ import random
 from km2pg import db
 from tests.conftest import create_database, drop_database
 from tests.faults.support import Reference
-from tests.helpers import dump_of, load_serially, run_loaders
+from tests.helpers import dump_differences, dump_of, load_serially, run_loaders
+from tests.oracle import oracle_dump_of_paths
 
 LOADERS = 8
+
+
+def test_the_clean_serial_load_every_fault_test_compares_with_matches_the_oracle(
+    reference: Reference,
+):
+    want = oracle_dump_of_paths(reference.files)
+    assert reference.dump == want, dump_differences(reference.dump, want)
 
 
 def test_eight_concurrent_loaders_on_overlapping_files_never_deadlock_and_match_a_serial_load(

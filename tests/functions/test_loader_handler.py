@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
 
 from km2pg import db
+from km2pg.errors import DatabaseUnavailable
 from km2pg.handlers import loader, runtime
-from tests.functions.conftest import BUCKET
+from tests.functions.conftest import BUCKET, secret_for
 from tests.helpers import canonical_dump
 
 NOW = int(time.time())
@@ -229,28 +233,106 @@ def test_the_same_batch_delivered_twice_doubles_nothing(aws, database, context):
     ]
 
 
-def test_a_rotated_password_is_read_again_after_an_authentication_failure(
-    aws, database, context, monkeypatch
+@pytest.fixture
+def password_role(embedded_server, pg_admin, database) -> Iterator[str]:
+    """A superuser role that must give its password: the embedded server trusts its socket, so
+    a first pg_hba.conf line asks this role (only) for scram-sha-256. Undone afterwards."""
+    role = f"km2pg_rotated_{uuid.uuid4().hex[:8]}"
+    with db.connection(pg_admin) as con:
+        hba = Path(db.scalar(con, "show hba_file"))
+        run_formatted(con, "CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L", role, "first-password")
+    original = hba.read_text()
+    hba.write_text(f"local all {role} scram-sha-256\n{original}")
+    try:
+        reload_until(pg_admin, lambda: refused(database, role, "wrong-password"))
+        assert not refused(database, role, "first-password")
+        yield role
+    finally:
+        hba.write_text(original)
+        with db.connection(pg_admin) as con:
+            con.run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=role
+            )
+        with db.connection(database) as con:  # the partitions its loads created
+            run_formatted(con, "REASSIGN OWNED BY %I TO CURRENT_USER", role)
+            run_formatted(con, "DROP OWNED BY %I", role)
+        with db.connection(pg_admin) as con:
+            run_formatted(con, "DROP ROLE %I", role)
+            con.run("SELECT pg_reload_conf()")
+
+
+def run_formatted(con: db.Connection, template: str, *values: str) -> None:
+    """Run a utility statement (no parameters possible) built by the server's own quoting."""
+    sql = f"SELECT format('{template}', CAST(:a AS text), CAST(:b AS text))"
+    con.run(str(db.scalar(con, sql, a=values[0], b=values[-1])))
+
+
+def disconnect(con: db.Connection, role: str) -> None:
+    con.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=role)
+
+
+def load_revision(aws, context, revision: int) -> list[str]:
+    """Put ``revisions/N.json`` and hand the handler its notification; the failed messages."""
+    key = f"revisions/{revision}.json"
+    meta = put(aws, key, export_body(revision))
+    return failures(loader.handler(sqs_event(s3_notification((key, meta))), context))
+
+
+def refused(database, role: str, password: str) -> bool:
+    """Whether the server turns the login away (pg8000 may report a refused SCRAM login over a
+    socket as a network error: any failure to connect counts)."""
+    try:
+        db.close_quietly(db.connect(replace(database, user=role, password=password)))
+    except DatabaseUnavailable:
+        return True
+    return False
+
+
+def reload_until(admin, condition, timeout: float = 10) -> None:
+    with db.connection(admin) as con:
+        con.run("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server never applied pg_hba.conf"
+        time.sleep(0.05)  # the postmaster rereads pg_hba.conf on SIGHUP, asynchronously
+
+
+def use_secret(aws, database, role: str, password: str) -> None:
+    secret = {**json.loads(secret_for(database)), "username": role, "password": password}
+    aws.secrets.put_secret_value(SecretId=aws.secret_arn, SecretString=json.dumps(secret))
+
+
+def test_after_a_password_rotation_the_handler_reads_the_secret_again_and_reconnects(
+    aws, database, context, password_role, pg_admin
 ):
-    from km2pg.config import Credentials
-
-    calls = []
-    real = Credentials.settings
-
-    def first_stale(self):  # the first read returns a rotated-away password
-        calls.append(1)
-        settings = real(self)
-        return (
-            settings
-            if len(calls) > 1
-            else settings.__class__(**{**settings.__dict__, "user": "nobody_rotated"})
-        )
-
-    monkeypatch.setattr(Credentials, "settings", first_stale)
+    role = password_role
+    use_secret(aws, database, role, "first-password")
+    runtime.reset()
     meta = put(aws, "revisions/60.json", export_body(60))
-    response = loader.handler(sqs_event(s3_notification(("revisions/60.json", meta))), context)
-    assert failures(response) == []
-    assert len(calls) >= 2
+    assert (
+        failures(loader.handler(sqs_event(s3_notification(("revisions/60.json", meta))), context))
+        == []
+    )
+
+    # Rotation: the server's password and the secret change; the container still holds the
+    # old password, and its connection is gone (as after an idle timeout or a failover).
+    with db.connection(pg_admin) as con:
+        run_formatted(con, "ALTER ROLE %I PASSWORD %L", role, "second-password")
+        disconnect(con, role)
+    use_secret(aws, database, role, "second-password")
+    assert refused(database, role, "first-password"), "the old password must no longer work"
+    assert not refused(database, role, "second-password")
+
+    meta = put(aws, "revisions/61.json", export_body(61))
+    assert (
+        failures(loader.handler(sqs_event(s3_notification(("revisions/61.json", meta))), context))
+        == []
+    )
+    assert ledger(database) == [["revisions/60.json", "loaded"], ["revisions/61.json", "loaded"]]
+    with db.connection(pg_admin) as con:
+        assert (
+            db.scalar(con, "SELECT count(*) FROM pg_stat_activity WHERE usename = :r", r=role) == 1
+        ), "the handler's connection is the rotated role's"
 
 
 def test_metrics_are_emitted_for_a_loaded_file(aws, database, context, capsys):

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from km2pg import db
-from km2pg.cli import main
-from km2pg.config import Config
+from km2pg.cli.commands import main
 from km2pg.errors import ConfigError
 from km2pg.handlers import loader, pruner, reconciler, runtime
+from km2pg.handlers.config import Config
 from km2pg.notifications import objects_in_message
 from km2pg.reconcile import reconcile
 from tests.functions.conftest import BUCKET

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -76,17 +75,18 @@ def test_local_bundling_builds_the_layer_with_pg8000_and_an_arm64_orjson(tmp_pat
     assert header[:4] == b"\x7fELF"
     assert int.from_bytes(header[18:20], "little") == 183  # e_machine EM_AARCH64
     assert not list(python.rglob("*.pyc"))
-    if CDK_CLI.exists():
-        # The pinned CLI reads this cloud assembly (its schema version) and its validation report.
-        result = subprocess.run(
-            [str(CDK_CLI), "synth", "--app", str(synth.outdir), "--quiet"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
+    # The pinned CLI (``make test`` runs ``npm ci`` first) reads this cloud assembly: its schema
+    # version and its validation report.
+    assert CDK_CLI.exists(), f"no {CDK_CLI}: run `npm ci` (make test does)"
+    result = subprocess.run(
+        [str(CDK_CLI), "synth", "--app", str(synth.outdir), "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_try_bundle_reports_pip_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +117,6 @@ def test_every_context_key_is_in_cdk_json_and_documented() -> None:
         assert f"`{key}`" in deploy, f"{key} is not documented in the README"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_app_module_runs_as_the_cdk_json_command(tmp_path: Path) -> None:
     """``python -m infra.app`` from the root, as the CLI runs it (context as the CLI passes it)."""
     context = {**json.loads(CDK_JSON.read_text())["context"], "aws:cdk:bundling-stacks": []}

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from infra.settings import ENDPOINTS, Settings, SettingsError
 
+from km2pg.contract import SSLMODES
+
 from .conftest import SECRET_ARN, VPC, cdk_json_context
 
 EXISTING_DB = {"dbSecretArn": SECRET_ARN}
@@ -22,7 +24,7 @@ def test_cdk_json_examples_are_valid_settings() -> None:
     assert s.export_bucket_name is None
     assert s.network is None
     assert s.new_database is None
-    assert s.db_secret_arn is not None
+    assert s.db_secret_arn == cdk_json_context()["dbSecretArn"]
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -172,3 +174,84 @@ def test_cdk_and_cli_context_keys_are_not_taken_for_typos() -> None:
         },
     )
     assert s.db_secret_arn == SECRET_ARN
+
+
+def test_cdk_json_examples_are_the_declared_defaults() -> None:
+    """cdk.json shows the defaults (but for the secret, a placeholder): the two cannot drift."""
+    context = cdk_json_context()
+    examples = Settings.from_context(context)
+    defaults = settings(dbSecretArn=context["dbSecretArn"])
+    differing = [
+        field.alias
+        for name, field in Settings.model_fields.items()
+        if getattr(examples, name) != getattr(defaults, name)
+    ]
+    assert differing == [], f"cdk.json's example is not the declared default: {differing}"
+
+
+@pytest.mark.parametrize(
+    ("context", "line"),
+    [
+        (
+            {"exportPrefix": "revisions"},
+            "exportPrefix is malformed: 'revisions' (want a key prefix that ends in `/`, "
+            "like revisions/)",
+        ),
+        ({"loaderBatchSize": "11"}, "loaderBatchSize must be between 1 and 10, not 11"),
+        ({"stalledHours": 0}, "stalledHours must be between 1 and 168, not 0"),
+        ({"maxRejectShare": "lots"}, "maxRejectShare must be a number, not 'lots'"),
+        ({"maxRejectShare": 2}, "maxRejectShare must be between 0 and 1, not 2"),
+        (
+            {"dbSslMode": "tls"},
+            "dbSslMode must be one of disable, allow, prefer, require, verify-ca, verify-full, "
+            "not 'tls'",
+        ),
+        (
+            {"pruneSchedule": "rate(8 days)"},
+            "pruneSchedule must run at least weekly (its missed-run alarm), not 'rate(8 days)'",
+        ),
+        (
+            {**VPC, "availabilityZones": "eu-west-1a,west"},
+            "availabilityZones item 2 is malformed: 'west' (want an availability zone name, "
+            "like eu-west-1a)",
+        ),
+        ({"privateSubnetIds": "[subnet-1"}, "privateSubnetIds is not a JSON list: '[subnet-1'"),
+        ({"scheduledReservedConcurrency": True}, "scheduledReservedConcurrency must be a whole"),
+    ],
+)
+def test_a_refused_value_is_one_line_naming_the_key_the_value_and_what_is_allowed(
+    context: dict[str, Any], line: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings(**EXISTING_DB, **context)
+    assert str(refused.value).startswith(line)
+    assert "\n" not in str(refused.value)
+
+
+def test_every_refused_value_is_reported_at_once_one_line_each() -> None:
+    with pytest.raises(SettingsError) as refused:
+        settings(**EXISTING_DB, eventBridge="maybe", loaderMemoryMb=64, alarmEmail="ops")
+    lines = str(refused.value).splitlines()
+    assert [line.split()[0] for line in lines] == ["eventBridge", "loaderMemoryMb", "alarmEmail"]
+
+
+def test_new_database_settings_are_read_only_with_create_database() -> None:
+    unused = {"dbEngineVersion": "15", "dbAllocatedStorageGb": 5, "dbName": "Bad Name"}
+    assert settings(**EXISTING_DB, **unused).new_database is None
+    with pytest.raises(SettingsError, match="dbEngineVersion must be one of 16, 17, not '15'"):
+        settings(createDatabase="true", **unused)
+
+
+def test_json_null_means_not_set_unless_the_setting_takes_null() -> None:
+    s = settings(**EXISTING_DB, loaderBatchSize=None, eventBridge=None, exportPrefix=None)
+    assert (s.loader_batch_size, s.event_bridge, s.export_prefix) == (10, False, "revisions/")
+    assert (
+        settings(**EXISTING_DB, scheduledReservedConcurrency=None).scheduled_reserved_concurrency
+        is None
+    )
+
+
+@pytest.mark.parametrize("mode", SSLMODES)
+def test_every_sslmode_the_functions_accept_is_a_setting(mode: str) -> None:
+    chosen = settings(createDatabase=True, dbSslMode=mode, dbSslRootCert="/var/task/ca.pem")
+    assert chosen.db_ssl_mode == mode

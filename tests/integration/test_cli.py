@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from km2pg import db
-from km2pg.cli import main
-from km2pg.synth import generate_export
+from km2pg.cli.commands import main
+from km2pg.cli.synth import generate_export
 from tests.helpers import dsn_of, km2pg, write_export
 
 
@@ -45,6 +45,31 @@ def test_load_with_jobs_loads_every_file_once(database, tmp_path, capsys):
     assert "6 loaded, 0 skipped, 0 failed" in capsys.readouterr().out
     with db.connection(database) as con:
         assert db.scalar(con, "select count(*) from km2pg.files where status = 'loaded'") == 6
+
+
+def test_max_reject_share_sets_the_share_of_bad_lines_a_file_may_hold(database, tmp_path, capsys):
+    t = int(time.time())
+    write_export(tmp_path, 1, [{"_p": f"u{i}", "_t": t, "_n": "x"} for i in range(7)] + ["x"] * 3)
+    dsn = dsn_of(database)
+    assert main(["load", str(tmp_path), "--dsn", dsn, "--quiet"]) == 1
+    assert main(["load", str(tmp_path), "--dsn", dsn, "--quiet", "--max-reject-share", "0.29"]) == 1
+    assert "3 of 10 lines rejected (30.0%, over the 29% limit)" in capsys.readouterr().err
+    assert main(["load", str(tmp_path), "--dsn", dsn, "--quiet", "--max-reject-share", "0.3"]) == 0
+    with db.connection(database) as con:
+        assert db.rows(con, "select status, rejects from km2pg.files order by fileid") == [
+            ["failed", 3],
+            ["failed", 3],
+            ["loaded", 3],
+        ]
+        assert db.scalar(con, "select count(*) from km2pg.events") == 7
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "ten"])
+def test_max_reject_share_outside_0_to_1_is_a_usage_error(database, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["load", str(tmp_path), "--dsn", dsn_of(database), "--max-reject-share", value])
+    assert exit_.value.code == 2
+    assert "--max-reject-share" in capsys.readouterr().err
 
 
 def test_a_failed_file_gives_a_non_zero_exit_and_the_others_load(database, tmp_path, capsys):

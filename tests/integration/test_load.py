@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from km2pg import db, load, parse_worker, store
-from km2pg.demo import FOUNDING_QUERY
+from km2pg.cli.demo import FOUNDING_QUERY
+from km2pg.cli.synth import generate_export
 from km2pg.errors import SourceError
 from km2pg.load import LoadOptions
-from km2pg.sources import discover_local, local_file
-from km2pg.synth import generate_export
-from tests.helpers import canonical_dump, check_invariants, oracle_dump, write_export
+from km2pg.sources import discover_local, discover_s3, local_file
+from tests.helpers import assert_matches_oracle, canonical_dump, check_invariants, write_export
+from tests.oracle import oracle_dump, oracle_dump_of_paths, oracle_rejects
 
 NOW = int(time.time())
 T0 = NOW - 3 * 86400
@@ -54,9 +58,8 @@ def test_real_sample_loads_every_line_with_kissmetrics_duplicate_rule(con, sampl
 
 
 def test_real_sample_matches_the_oracle(con, sample_file):
-    raw = sample_file.read_bytes().splitlines()
     load_path(con, sample_file)
-    assert canonical_dump(con) == oracle_dump([(1, raw)])
+    assert canonical_dump(con) == oracle_dump([(1, sample_file.read_bytes())])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,11 +70,21 @@ def test_messy_synthetic_export_matches_the_oracle(con, tmp_path):
     export = generate_export(tmp_path, lines=20_000, files=4, seed=7, messy=True, days=40)
     results = load_path(con, tmp_path / "revisions")
     assert [r.status for r in results] == ["loaded"] * 4
-    files = [(f.revision, Path(f.path).read_bytes().splitlines()) for f in discover_local(tmp_path)]
-    assert canonical_dump(con) == oracle_dump(files)
-    assert sum(r.rejects for r in results) > 0
-    assert count(con, "select count(*) from km2pg.rejects") == sum(r.rejects for r in results)
-    assert export.lines == sum(r.lines for r in results) or export.lines > 0
+    assert canonical_dump(con) == oracle_dump_of_paths(export.files)
+    # Every line is counted, and exactly the lines the oracle refuses are kept as rejects.
+    assert sum(r.lines for r in results) == export.lines == 20_000
+    expected_rejects = {
+        (r.fileid, lineno)
+        for r, path in zip(results, export.files, strict=True)
+        for lineno in oracle_rejects(path.read_bytes())
+    }
+    assert len(expected_rejects) > 0
+    assert [r.rejects for r in results] == [
+        len(oracle_rejects(path.read_bytes())) for path in export.files
+    ]
+    assert {tuple(x) for x in db.rows(con, "select fileid, lineno from km2pg.rejects")} == (
+        expected_rejects
+    )
     check_invariants(con)
 
 
@@ -83,9 +96,7 @@ def test_a_file_parsed_by_worker_processes_matches_the_oracle(con, tmp_path, mon
     result = load.load_file(con, file, LoadOptions(parse_in_workers=True))
     assert result.status == "loaded"
     assert result.rejects > 0
-    assert canonical_dump(con) == oracle_dump(
-        [(file.revision, Path(file.path).read_bytes().splitlines())]
-    )
+    assert canonical_dump(con) == oracle_dump_of_paths([Path(file.path)])
     check_invariants(con)
 
 
@@ -279,6 +290,112 @@ def test_the_same_export_file_from_another_folder_or_gzipped_is_recognized(con, 
     assert statuses == ["loaded", "skipped", "skipped"]
 
 
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A moto S3 with an empty bucket ``km-export``."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="km-export")
+        yield client
+
+
+@pytest.mark.parametrize("order", [("s3", "disk", "s3 gzipped"), ("disk", "s3", "s3 gzipped")])
+def test_the_same_file_from_s3_and_from_disk_is_recognized_either_way(con, tmp_path, s3, order):
+    export = generate_export(tmp_path, lines=1_000, files=1, seed=2)
+    (path,) = export.files
+    s3.put_object(Bucket="km-export", Key="site/revisions/22770.json", Body=path.read_bytes())
+    s3.put_object(
+        Bucket="km-export",
+        Key="zipped/revisions/22770.json.gz",
+        Body=gzip.compress(path.read_bytes()),
+    )
+    (plain,) = discover_s3("s3://km-export/site/", client=s3)
+    (zipped,) = discover_s3("s3://km-export/zipped/", client=s3)
+    sources = {"s3": plain, "disk": local_file(path), "s3 gzipped": zipped}
+    statuses = [load.load_file(con, sources[name]).status for name in order]
+    assert statuses == ["loaded", "skipped", "skipped"]
+    md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    assert db.rows(
+        con, "select export_key, content_md5, status from km2pg.files order by fileid"
+    ) == [
+        ["revisions/22770.json", md5, "loaded"],
+        ["revisions/22770.json", md5, "skipped"],
+        ["revisions/22770.json", md5, "skipped"],
+    ]
+    assert_matches_oracle(con, [path])
+
+
+def test_new_content_under_a_loaded_export_key_loads_as_another_file(con, tmp_path):
+    """README ("Exactly once"): a file is its export key and its content's MD5. Different
+    content under a key already loaded is not a reload: it loads, adding its lines to what the
+    first content loaded (nothing is taken back); a property both set on one event from the
+    same line number keeps the greater value, whichever loads first."""
+    first = write_export(
+        tmp_path / "first",
+        5,
+        [{"_p": "ann", "_t": T0, "_n": "signed up", "plan": "basic"}, {"_p": "bob", "_t": T0}],
+    )
+    second = write_export(
+        tmp_path / "second",
+        5,
+        [{"_p": "ann", "_t": T0, "plan": "pro"}, {"_p": "cat", "_t": T0, "_n": "signed up"}],
+    )
+    statuses = [load.load_file(con, local_file(p)).status for p in (first, second, first, second)]
+    assert statuses == ["loaded", "loaded", "skipped", "skipped"]
+    assert db.rows(
+        con,
+        """select export_key, content_md5, status from km2pg.files
+            where status = 'loaded' order by fileid""",
+    ) == [
+        ["revisions/5.json", _md5(first), "loaded"],
+        ["revisions/5.json", _md5(second), "loaded"],
+    ]
+    assert db.rows(con, "select name from km2pg.users order by 1") == [["ann"], ["bob"], ["cat"]]
+    assert db.rows(
+        con,
+        """select u.name, k.name, p.value, a.name, p.revision, p.lineno
+             from km2pg.event_properties p join km2pg.events using (eventid)
+             join km2pg.users u using (userid) join km2pg.keys k using (keyid)
+             left join km2pg.actions a on a.actionid = p.actionid""",
+    ) == [["ann", "plan", "pro", None, 5, 1]]
+    assert_matches_oracle(con, [first, second])
+
+
+def test_new_content_under_a_loaded_export_key_gives_the_same_data_in_either_order(
+    pg_admin, template_database, tmp_path
+):
+    from tests.conftest import create_database, drop_database
+
+    first = write_export(tmp_path / "a", 5, [{"_p": "ann", "_t": T0, "_n": "x", "plan": "b"}])
+    second = write_export(tmp_path / "b", 5, [{"_p": "ann", "_t": T0, "plan": "a"}])
+    dumps = []
+    for order in ([first, second], [second, first]):
+        settings = create_database(pg_admin, template_database)
+        try:
+            with db.connection(settings) as con:
+                load.prepare_connection(con)
+                assert [load.load_file(con, local_file(p)).status for p in order] == [
+                    "loaded",
+                    "loaded",
+                ]
+                dumps.append(canonical_dump(con))
+        finally:
+            drop_database(pg_admin, settings)
+    assert dumps[0] == dumps[1]
+    assert [row[3:5] for row in dumps[0]["event_properties"]] == [("b", "x")]
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
 def test_a_forced_reload_is_harmless(con, tmp_path):
     generate_export(tmp_path, lines=3_000, files=2, seed=4, messy=True)
     load_path(con, tmp_path)
@@ -324,13 +441,56 @@ def test_a_file_over_the_reject_threshold_loads_nothing_and_is_recorded_failed(c
     write_export(tmp_path, 1, [{"_p": "a", "_t": T0, "_n": "x"}] * 8 + ["garbage"] * 2)
     (result,) = load_path(con, tmp_path)
     assert result.status == "failed"
-    assert "2 of 10 lines rejected" in (result.error or "")
+    assert result.error == "2 of 10 lines rejected (20.0%, over the 10% limit)"
     assert count(con, "select count(*) from km2pg.events") == 0
     assert count(con, "select count(*) from km2pg.users") == 0
     assert db.rows(con, "select status, rejects from km2pg.files") == [["failed", 2]]
     assert count(con, "select count(*) from km2pg.rejects") == 2
     (relaxed,) = load_path(con, tmp_path, max_reject_share=0.5)
     assert relaxed.status == "loaded"
+
+
+def good_and_bad(good: int, bad: int) -> list[str | dict[str, Any]]:
+    """``good`` usable lines, then ``bad`` lines that are not JSON, and a blank line (which
+    counts for neither)."""
+    lines: list[str | dict[str, Any]] = [
+        {"_p": f"u{i}", "_t": T0 + i, "_n": "x"} for i in range(good)
+    ]
+    return [*lines, "", *(["garbage"] * bad)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "events", "error"),
+    [
+        (10, "loaded", 90, None),
+        (11, "failed", 0, "11 of 100 lines rejected (11.0%, over the 10% limit)"),
+    ],
+)
+def test_ten_percent_rejected_loads_and_one_line_more_fails(
+    con, tmp_path, bad, status, events, error
+):
+    path = write_export(tmp_path, 1, good_and_bad(100 - bad, bad))
+    result = load.load_file(con, local_file(path))
+    assert (result.status, result.lines, result.rejects, result.error) == (status, 101, bad, error)
+    assert count(con, "select count(*) from km2pg.events") == events
+
+
+def test_a_failed_file_keeps_its_first_10000_rejects(con, tmp_path):
+    path = write_export(tmp_path, 1, good_and_bad(1, 10_050))
+    result = load.load_file(con, local_file(path))
+    assert (result.status, result.rejects) == ("failed", 10_050)
+    assert db.rows(con, "select rejects from km2pg.files") == [[10_050]]
+    # Lines 1 and 2 are the good and the blank one; the rejects kept are lines 3 to 10,002.
+    assert db.rows(con, "select count(*), min(lineno), max(lineno) from km2pg.rejects") == [
+        [10_000, 3, 10_002]
+    ]
+
+
+def test_a_loaded_file_keeps_every_reject_even_past_10000(con, tmp_path):
+    path = write_export(tmp_path, 1, good_and_bad(1, 10_050))
+    result = load.load_file(con, local_file(path), LoadOptions(max_reject_share=1.0))
+    assert (result.status, result.rejects) == ("loaded", 10_050)
+    assert count(con, "select count(*) from km2pg.rejects") == 10_050
 
 
 def test_an_unreadable_file_fails_alone_and_leaves_nothing_behind(con, tmp_path):

@@ -9,7 +9,14 @@ import pytest
 
 from km2pg import db
 from tests.conftest import create_database, drop_database
-from tests.helpers import dump_of, load_serially, overlapping_export, run_loaders
+from tests.helpers import (
+    dump_differences,
+    dump_of,
+    load_serially,
+    overlapping_export,
+    run_loaders,
+)
+from tests.oracle import oracle_dump_of_paths
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,12 @@ def serial_dump(pg_admin, template_database, export):
         return dump_of(settings)
     finally:
         drop_database(pg_admin, settings)
+
+
+def test_a_serial_load_matches_the_independent_oracle(export, serial_dump):
+    """The reference every test here compares with is itself right."""
+    want = oracle_dump_of_paths(export)
+    assert serial_dump == want, dump_differences(serial_dump, want)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

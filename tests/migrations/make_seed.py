@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from km2pg import db, load, synth
+from km2pg import db, load
+from km2pg.cli import synth
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.sources import local_file
 from tests.migrations.harness import (
@@ -216,7 +217,7 @@ def _admin_settings(scratch: Path) -> ConnectionSettings:
     dsn = os.environ.get("KM2PG_TEST_DSN")
     if dsn:
         return parse_dsn(dsn)
-    from km2pg import local
+    from km2pg.cli import local
 
     # A temporary server is stopped and deleted when this process exits.
     server = local.start(scratch / "pgdata", local.TEST_SETTINGS, temporary=True)

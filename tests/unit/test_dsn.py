@@ -6,7 +6,8 @@ import ssl
 
 import pytest
 
-from km2pg.dsn import SSLMODES, ConnectionSettings, parse_dsn, settings_from_values
+from km2pg.contract import SSLMODES
+from km2pg.dsn import ConnectionSettings, parse_dsn, settings_from_values
 from km2pg.errors import ConfigError
 
 SECRET = "s3cr3t-Pw"

@@ -149,7 +149,6 @@ def check_items(items: list[Line | Reject], physical_lines: int) -> None:
     numbers = [item.lineno for item in items]
     assert numbers == sorted(set(numbers))
     for item in items:
-        assert isinstance(item, Line | Reject)
         assert 1 <= item.lineno <= max(physical_lines, 1)
         if isinstance(item, Reject):
             assert item.reason

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from km2pg import parse_worker
+from km2pg.cli.synth import generate_export
 from km2pg.errors import WorkerFailed
 from km2pg.export import iter_raw_lines
 from km2pg.parse_worker import copy_export_parallel
 from km2pg.staging import StageStats, copy_export
-from km2pg.synth import generate_export
 
 LATEST = int(time.time()) + 86_400
 

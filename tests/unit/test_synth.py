@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from km2pg.synth import ExportSummary, generate_export
+from km2pg.cli.synth import ExportSummary, generate_export
 
 END = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 END_TS = int(END.timestamp())

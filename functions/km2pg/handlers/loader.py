@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from km2pg.contract import Metric
 from km2pg.errors import DatabaseUnavailable, SourceError
 from km2pg.handlers.observability import logger, metrics, tracer
 from km2pg.handlers.runtime import runtime
@@ -61,7 +62,7 @@ def load_object(ref: ObjectRef) -> LoadResult:
         raise
     except SourceError as error:
         record_failure(rt.connection(), file, error)
-        metrics.add_metric(name="FilesFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.FILES_FAILED, unit=MetricUnit.Count, value=1)
         logger.error(
             "export file unreadable; the message will be retried", file=location, error=str(error)
         )
@@ -71,7 +72,11 @@ def load_object(ref: ObjectRef) -> LoadResult:
 
 
 def report(result: LoadResult, location: str) -> None:
-    name = {"loaded": "FilesLoaded", "skipped": "FilesSkipped", "failed": "FilesFailed"}
+    name = {
+        "loaded": Metric.FILES_LOADED,
+        "skipped": Metric.FILES_SKIPPED,
+        "failed": Metric.FILES_FAILED,
+    }
     metrics.add_metric(name=name[result.status], unit=MetricUnit.Count, value=1)
     details = {
         "file": location,
@@ -83,19 +88,19 @@ def report(result: LoadResult, location: str) -> None:
         "timings": result.timings,
     }
     if result.status == "failed":
-        metrics.add_metric(name="LinesRejected", unit=MetricUnit.Count, value=result.rejects)
+        metrics.add_metric(name=Metric.LINES_REJECTED, unit=MetricUnit.Count, value=result.rejects)
         logger.error(
             "export file failed for its data; recorded, not retried",
             extra={**details, "error": result.error},
         )
         return
     if result.status == "loaded":
-        metrics.add_metric(name="LinesLoaded", unit=MetricUnit.Count, value=result.lines)
-        metrics.add_metric(name="LinesRejected", unit=MetricUnit.Count, value=result.rejects)
-        metrics.add_metric(name="LoadSeconds", unit=MetricUnit.Seconds, value=result.seconds)
+        metrics.add_metric(name=Metric.LINES_LOADED, unit=MetricUnit.Count, value=result.lines)
+        metrics.add_metric(name=Metric.LINES_REJECTED, unit=MetricUnit.Count, value=result.rejects)
+        metrics.add_metric(name=Metric.LOAD_SECONDS, unit=MetricUnit.Seconds, value=result.seconds)
         if result.max_t is not None:
             lag = (datetime.now(UTC) - result.max_t).total_seconds()
-            metrics.add_metric(name="ExportLagSeconds", unit=MetricUnit.Seconds, value=lag)
+            metrics.add_metric(name=Metric.EXPORT_LAG_SECONDS, unit=MetricUnit.Seconds, value=lag)
     logger.info("export file done", extra=details)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-logger = Logger(service="km2pg")
-metrics = Metrics(namespace="km2pg", service="km2pg")
-tracer = Tracer(service="km2pg")
+from km2pg.contract import METRIC_NAMESPACE, SERVICE
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=METRIC_NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)

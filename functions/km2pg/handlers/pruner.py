@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from km2pg.contract import Metric
 from km2pg.handlers.observability import logger, metrics, tracer
 from km2pg.handlers.runtime import runtime
 from km2pg.prune import prune
@@ -18,8 +19,10 @@ from km2pg.prune import prune
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
     result = prune(rt.connection(), rt.config.retention_days)
-    metrics.add_metric(name="PrunedRows", unit=MetricUnit.Count, value=result.total_rows)
-    metrics.add_metric(name="PrunedPartitions", unit=MetricUnit.Count, value=len(result.partitions))
+    metrics.add_metric(name=Metric.PRUNED_ROWS, unit=MetricUnit.Count, value=result.total_rows)
+    metrics.add_metric(
+        name=Metric.PRUNED_PARTITIONS, unit=MetricUnit.Count, value=len(result.partitions)
+    )
     summary = {
         "cutoff": result.cutoff.isoformat(),
         "retention_days": rt.config.retention_days,

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from km2pg.contract import Env, Metric
 from km2pg.errors import ConfigError
 from km2pg.handlers.observability import logger, metrics, tracer
 from km2pg.handlers.runtime import runtime
@@ -21,7 +22,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime()
     config = rt.config
     if not config.export_bucket or not config.queue_url:
-        raise ConfigError("the reconciler needs KM2PG_EXPORT_BUCKET and KM2PG_QUEUE_URL")
+        raise ConfigError(f"the reconciler needs {Env.EXPORT_BUCKET} and {Env.QUEUE_URL}")
     result = reconcile(
         rt.connection(),
         rt.client("s3"),
@@ -32,7 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         limit=config.enqueue_limit,
         min_age=timedelta(minutes=config.min_age_minutes),
     )
-    metrics.add_metric(name="FilesEnqueued", unit=MetricUnit.Count, value=result.enqueued)
+    metrics.add_metric(name=Metric.FILES_ENQUEUED, unit=MetricUnit.Count, value=result.enqueued)
     summary = {"listed": result.listed, "pending": result.pending, "enqueued": result.enqueued}
     logger.info("reconciled", extra={"bucket": config.export_bucket, **summary})
     return summary

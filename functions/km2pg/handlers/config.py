@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from km2pg.dsn import SSLMODES, ConnectionSettings, parse_dsn, settings_from_values
+from km2pg.contract import SSLMODES, Env
+from km2pg.dsn import ConnectionSettings, parse_dsn, settings_from_values
 from km2pg.errors import ConfigError, DatabaseUnavailable
 from km2pg.load import DEFAULT_MAX_REJECT_SHARE
 
@@ -44,32 +45,32 @@ class Config:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Parse and validate; raises :class:`ConfigError` naming the variable at fault."""
         env = os.environ if env is None else env
-        secret_arn = env.get("KM2PG_DB_SECRET_ARN") or None
-        dsn = env.get("KM2PG_DSN") or None
+        secret_arn = env.get(Env.DB_SECRET_ARN) or None
+        dsn = env.get(Env.DSN) or None
         if not secret_arn and not dsn:
-            raise ConfigError("set KM2PG_DB_SECRET_ARN (or KM2PG_DSN) to reach the database")
-        sslmode = env.get("KM2PG_DB_SSLMODE") or "require"
+            raise ConfigError(f"set {Env.DB_SECRET_ARN} (or {Env.DSN}) to reach the database")
+        sslmode = env.get(Env.DB_SSLMODE) or "require"
         if sslmode not in SSLMODES:
-            raise ConfigError(f"KM2PG_DB_SSLMODE must be one of {', '.join(SSLMODES)}")
-        sslrootcert = env.get("KM2PG_DB_SSLROOTCERT") or None
+            raise ConfigError(f"{Env.DB_SSLMODE} must be one of {', '.join(SSLMODES)}")
+        sslrootcert = env.get(Env.DB_SSLROOTCERT) or None
         if sslmode == "verify-full" and not sslrootcert:
-            raise ConfigError("KM2PG_DB_SSLMODE=verify-full needs KM2PG_DB_SSLROOTCERT")
+            raise ConfigError(f"{Env.DB_SSLMODE}=verify-full needs {Env.DB_SSLROOTCERT}")
         return cls(
             secret_arn=secret_arn,
             dsn=dsn,
             sslmode=sslmode,
             sslrootcert=sslrootcert,
             max_reject_share=_number(
-                env, "KM2PG_MAX_REJECT_SHARE", DEFAULT_MAX_REJECT_SHARE, low=0.0, high=1.0
+                env, Env.MAX_REJECT_SHARE, DEFAULT_MAX_REJECT_SHARE, low=0.0, high=1.0
             ),
-            statement_timeout_ms=int(_number(env, "KM2PG_STATEMENT_TIMEOUT_MS", 0, low=0)) or None,
-            retention_days=_number(env, "KM2PG_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, low=1.0),
-            queue_url=env.get("KM2PG_QUEUE_URL") or None,
-            export_bucket=env.get("KM2PG_EXPORT_BUCKET") or None,
-            export_prefix=env.get("KM2PG_EXPORT_PREFIX") or DEFAULT_EXPORT_PREFIX,
-            enqueue_limit=int(_number(env, "KM2PG_ENQUEUE_LIMIT", DEFAULT_ENQUEUE_LIMIT, low=1)),
+            statement_timeout_ms=int(_number(env, Env.STATEMENT_TIMEOUT_MS, 0, low=0)) or None,
+            retention_days=_number(env, Env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS, low=1.0),
+            queue_url=env.get(Env.QUEUE_URL) or None,
+            export_bucket=env.get(Env.EXPORT_BUCKET) or None,
+            export_prefix=env.get(Env.EXPORT_PREFIX) or DEFAULT_EXPORT_PREFIX,
+            enqueue_limit=int(_number(env, Env.ENQUEUE_LIMIT, DEFAULT_ENQUEUE_LIMIT, low=1)),
             min_age_minutes=_number(
-                env, "KM2PG_RECONCILE_MIN_AGE_MINUTES", DEFAULT_MIN_AGE_MINUTES, low=0.0
+                env, Env.RECONCILE_MIN_AGE_MINUTES, DEFAULT_MIN_AGE_MINUTES, low=0.0
             ),
         )
 
@@ -94,8 +95,8 @@ SecretReader = Callable[[str], str]
 
 
 def secrets_manager_reader(arn: str) -> str:
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    import boto3  # noqa: PLC0415 - boto3 is slow to import; only a secret read needs it
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - as boto3
 
     try:
         value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)

