@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from km2pg import db, load
-from km2pg.sources import discover_local
 from km2pg.cli.synth import generate_export
+from km2pg.sources import discover_local
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.DOTALL)
