@@ -796,7 +796,8 @@ SELECT c.* FROM folded c
 _FOLD_FILE: Final = _FOLD_FILE_TEMPLATE.format(update=_FOLD_UPDATE)
 
 # A line of this file replaced the stored setting that a first value came from (same event,
-# greater (revision, lineno)): the earliest second is still the first one, but which setting of
+# greater (revision, lineno), or the same line number of another content of the same export
+# file with a greater value): the earliest second is still the first one, but which setting of
 # it comes first is decided again, over the settings of all the person's identities then.
 _REPAIR_FIRST_SETTINGS: Final = """
 UPDATE km2pg.person_property_state s
@@ -808,7 +809,8 @@ UPDATE km2pg.person_property_state s
           JOIN s_persons x ON x.userid = p.eventid & 4294967295
           JOIN km2pg.person_property_state s
             ON s.personid = x.personid AND s.keyid = p.keyid AND s.first_eventid = p.eventid
-           AND (s.first_revision, s.first_lineno) <> (CAST(:revision AS bigint), p.lineno)
+           AND (s.first_revision, s.first_lineno, s.first_value)
+               <> (CAST(:revision AS bigint), p.lineno, p.value)
           JOIN km2pg.users u ON u.personid = s.personid
           JOIN km2pg.event_properties ep
             ON ep.eventid = km2pg.make_eventid(u.userid, s.first_t) AND ep.keyid = s.keyid
