@@ -605,7 +605,12 @@ def count_written(con: Connection, sql: str, **params: object) -> int:
     Counted with RETURNING, not from the command tag: through a Citus coordinator,
     INSERT ... SELECT ... ON CONFLICT reports the rows it sent to the nodes, not the rows written
     (https://github.com/citusdata/citus/issues/3377). On PostgreSQL the two are the same.
+    A statement that is already a WITH whose outer INSERT copies the written rows (RETURNING)
+    into a temporary table is counted by that outer INSERT: a data-modifying WITH cannot nest.
     """
+    if sql.lstrip().upper().startswith("WITH"):
+        con.run(sql, **params)
+        return int(con.row_count or 0)
     return int(
         db.scalar(
             con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params
