@@ -1,24 +1,36 @@
-"""Load one synthetic export file and compare with the floor: PostgreSQL COPY of the final rows.
+"""Load speed where users load, beside the floor: PostgreSQL COPY of the same final rows.
 
-Run: ``.venv/bin/python benchmarks/bench_load.py [--lines N] [--keep]``.
+Run: ``.venv/bin/python benchmarks/bench_load.py [--lines N] [--keep]`` (``make bench``).
 
-1. Write a clean synthetic export of N lines in one file (timed apart, not measured).
-2. Start a throwaway embedded PostgreSQL with the durable settings a user gets, and warm it up
-   with one load into a scratch database (a new server creates WAL files a used one recycles).
-3. Load the file with the real command line, in a child process: wall time and peak RSS.
-4. The floor: COPY the final rows of every table the load wrote into bare tables (no indexes,
-   no constraints, plain logged tables) and time only those COPYs; then the same into tables
-   with km2pg's keys and checks (what keeping the keys costs, whoever loads).
-5. Load the file again (the skip path), and once more in-process on a fresh database to show
-   the load's own per-step timings.
+Three synthetic exports: one file of N lines; N lines in 10 files (Kissmetrics' hourly files are
+about 100,000 lines); 4N lines in 40 files (a backfill). On two throwaway servers, each warmed up
+with one unmeasured load (a new server creates WAL files a used one recycles): the embedded
+server with km2pg's settings, and one with PostgreSQL's defaults (what a user's own server may
+have). Every case runs as a child process, as a user runs it, for its wall time and peak RSS:
+
+- 1 file by ``km2pg load`` (parse workers for large files, as the CLI does);
+- 10 files by one process with no parse workers, one after another: the loader function's path;
+- 10 files by ``km2pg load``;
+- 40 files by ``km2pg load --jobs 4``: four loaders at once, as the function's concurrency does.
+
+After each case, the final rows are copied out and COPYed back into bare tables and into tables
+with km2pg's keys: the floors its time is compared with (same run, same server). The table ends
+with the per-step time of the one-process case and the time of loading a file again (skipped).
+
+With $KM2PG_BENCH_CITUS_DSN set, the 1-file export is loaded into that Citus cluster too, and the
+founding query is timed there and on the embedded PostgreSQL (see :func:`citus_row`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -30,13 +42,14 @@ from common import (
     drop_database,
     embedded_server,
     rate,
+    run_child,
     run_load,
     work_folder,
 )
 from km2pg import db
 from km2pg.cli import local, synth
-from km2pg.dsn import ConnectionSettings
-from km2pg.load import LoadResult, load_file, prepare_connection
+from km2pg.dsn import ConnectionSettings, parse_dsn
+from km2pg.load import LoadOptions, load_file, prepare_connection
 from km2pg.sources import local_file
 
 DEFAULT_LINES: Final = 1_000_000
@@ -46,6 +59,25 @@ STEPS_DATABASE: Final = "bench_steps"
 WARM_UP_DATABASE: Final = "bench_warm_up"
 FLOOR_SCHEMA: Final = "bench_floor"
 READ_CHUNK: Final = 1 << 20
+HOURLY_FILES: Final = 10
+BACKFILL_FILES: Final = 40
+BACKFILL_JOBS: Final = 4
+SERVERS: Final = {"embedded": local.LOCAL_SETTINGS, "default": {}}
+"""The embedded server as km2pg starts it, and one with PostgreSQL's own defaults."""
+SHOWN_SETTINGS: Final = (
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "fsync",
+    "synchronous_commit",
+)
+SETTINGS_NOTE: Final = """\
+How the two servers differ (PostgreSQL's default -> the embedded server's):
+  shared_buffers 128MB -> 256MB: the table and index pages a load touches stay in memory longer.
+  max_wal_size 1GB -> 4GB and checkpoint_timeout 5min -> 15min: fewer checkpoints during a large
+    load, so fewer full-page images in the WAL after each one (WAL volume is a large part of
+    a load's cost).
+  max_connections 100 -> 100 (the same). Both are durable (fsync on, synchronous_commit on)."""
 
 # Every table a load writes facts or dictionaries into, in load order.
 TABLES: Final = (
@@ -145,104 +177,257 @@ def measure_floor(
     return results
 
 
-def load_in_process(server: local.EmbeddedServer, path: Path) -> LoadResult:
-    """One more load, in this process on a fresh database, for the load's per-step timings."""
+@dataclass(frozen=True)
+class Case:
+    """One way of loading, measured on one server."""
+
+    server: str
+    name: str
+    lines: int
+    run: ChildRun
+    floors: dict[str, float]
+    """Seconds of COPY of the same final rows: "bare" and "keyed" tables."""
+
+
+def floor_seconds(settings: ConnectionSettings, folder: Path) -> dict[str, float]:
+    """The two floors for the rows now in ``settings``' database, in seconds."""
+    counts = export_final_rows(settings, folder)
+    floors = {
+        kind: sum(f.seconds for f in measure_floor(settings, folder, counts, kind))
+        for kind in FLOOR_TABLES
+    }
+    shutil.rmtree(folder, ignore_errors=True)
+    return floors
+
+
+def run_serial(paths: list[Path], dsn: str) -> ChildRun:
+    """Load ``paths`` one after another in one child process, parsing in that process only:
+    what the loader function does with a batch of files."""
+    return run_child(
+        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)]
+    )
+
+
+def serial_child(dsn: str, paths: list[str]) -> int:
+    """The child of :func:`run_serial`: prints the summed per-step timings as JSON."""
+    timings: dict[str, float] = {}
+    with db.connection(parse_dsn(dsn)) as con:
+        prepare_connection(con, LoadOptions(parse_in_workers=False))
+        for path in paths:
+            result = load_file(con, local_file(Path(path)), LoadOptions(parse_in_workers=False))
+            if result.status != "loaded":
+                print(f"{path}: {result.status} {result.error}", file=sys.stderr)
+                return 1
+            for step, seconds in result.timings.items():
+                timings[step] = timings.get(step, 0.0) + seconds
+    print(json.dumps(timings))
+    return 0
+
+
+def measure_server(
+    label: str, server: local.EmbeddedServer, exports: dict[str, list[Path]], work: Path
+) -> tuple[list[Case], dict[str, float], ChildRun]:
+    """Every case on one server: the cases, the serial case's step timings, the skip run."""
+    warm_up(server, exports["one"][0])
+    with db.connection(server.settings("postgres")) as con:
+        shown = {name: db.scalar(con, f"SHOW {name}") for name in SHOWN_SETTINGS}
+    print(f"{label} server: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    cases: list[Case] = []
+
+    def measure(name: str, database: str, lines: int, load: Callable[[str], ChildRun]) -> None:
+        settings = local.ensure_database(server, database)
+        checkpoint(settings)
+        run = load(server.dsn(database))
+        if run.exit_code:
+            raise SystemExit(f"{label} {name}: the load exited {run.exit_code}")
+        floors = floor_seconds(settings, work / "floor")
+        cases.append(Case(label, name, lines, run, floors))
+        print(f"  {label:<9} {name:<44} {run.seconds:7.2f} s  {rate(lines, run.seconds)} lines/s")
+        drop_database(server, database)
+
+    one, hourly, backfill = exports["one"], exports["hourly"], exports["backfill"]
+    total = {key: sum(_lines(p) for p in paths) for key, paths in exports.items()}
+    measure("1 file, km2pg load (CLI)", DATABASE, total["one"], lambda dsn: run_load(one[0], dsn))
+    # The skip path, on a database that has the file.
+    settings = local.ensure_database(server, DATABASE)
+    run_load(one[0], server.dsn(DATABASE))
+    skip = run_load(one[0], server.dsn(DATABASE))
+    if file_status(settings) != ["loaded", "skipped"]:
+        raise SystemExit(f"{label}: unexpected ledger {file_status(settings)}")
+    drop_database(server, DATABASE)
+
+    measure(
+        f"{len(hourly)} files, one process, no workers (Lambda)",
+        DATABASE,
+        total["hourly"],
+        lambda dsn: run_serial(hourly, dsn),
+    )
+    # Once more, unmeasured, for the child's per-step timings.
     settings = local.ensure_database(server, STEPS_DATABASE)
     checkpoint(settings)
-    with db.connection(settings) as con:
-        prepare_connection(con)
-        return load_file(con, local_file(path))
-
-
-def report(
-    lines: int,
-    file_mb: float,
-    load: ChildRun,
-    skip: ChildRun,
-    floors: dict[str, list[FloorTable]],
-    steps: LoadResult,
-) -> None:
-    seconds = {kind: sum(f.seconds for f in floor) for kind, floor in floors.items()}
-    print()
-    print("floor: COPY of the final rows into bare tables, and into tables with km2pg's keys")
-    print(f"  {'table':<17} {'rows':>12} {'MB':>8} {'bare s':>8} {'keyed s':>8}")
-    for bare, keyed in zip(floors["bare"], floors["keyed"], strict=True):
-        print(
-            f"  {bare.table:<17} {bare.rows:>12,} {bare.mb:>8.1f} "
-            f"{bare.seconds:>8.2f} {keyed.seconds:>8.2f}"
-        )
-    total_rows = sum(f.rows for f in floors["bare"])
-    total_mb = sum(f.mb for f in floors["bare"])
-    print(
-        f"  {'total':<17} {total_rows:>12,} {total_mb:>8.1f} "
-        f"{seconds['bare']:>8.2f} {seconds['keyed']:>8.2f}"
+    timings = _serial_timings(hourly, server.dsn(STEPS_DATABASE))
+    drop_database(server, STEPS_DATABASE)
+    measure(
+        f"{len(hourly)} files, km2pg load (CLI)",
+        DATABASE,
+        total["hourly"],
+        lambda dsn: run_load(hourly[0].parent, dsn),
     )
-
-    print()
-    print("per-step timings of an in-process load on a fresh database (seconds)")
-    for name, step_seconds in steps.timings.items():
-        print(f"  {name:<17} {step_seconds:>8.2f}")
-    print(f"  {'total':<17} {steps.seconds:>8.2f}  ({rate(steps.lines, steps.seconds)} lines/s)")
-    print(
-        f"  rows: {steps.events:,} events, {steps.actions:,} actions, "
-        f"{steps.properties:,} properties, {steps.aliases:,} aliases, {steps.rejects:,} rejects"
+    measure(
+        f"{len(backfill)} files, km2pg load --jobs {BACKFILL_JOBS}",
+        DATABASE,
+        total["backfill"],
+        lambda dsn: run_load(backfill[0].parent, dsn, jobs=BACKFILL_JOBS),
     )
+    return cases, timings, skip
 
-    def ratio(floor_seconds: float) -> float:
-        return load.seconds / floor_seconds if floor_seconds > 0 else float("inf")
 
+def _serial_timings(paths: list[Path], dsn: str) -> dict[str, float]:
+    """The serial case once more, capturing the child's per-step timings."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    timings: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return timings
+
+
+def len_lines(paths: list[Path]) -> int:
+    return sum(_lines(p) for p in paths)
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as source:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(READ_CHUNK), b""))
+
+
+def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[str, float]) -> None:
     print()
     header = (
-        f"{'lines':>10} {'file MB':>8} {'km2pg s':>8} {'lines/s':>9} {'floor s':>8} "
-        f"{'ratio':>6} {'keyed s':>8} {'ratio':>6} {'peak RSS MB':>11} {'skip s':>7}"
+        f"{'server':<9} {'case':<44} {'lines':>10} {'s':>7} {'lines/s':>9} "
+        f"{'bare s':>7} {'x bare':>6} {'keyed s':>7} {'x keyed':>7} {'RSS MB':>7}"
     )
     print(header)
     print("-" * len(header))
+    for case in cases:
+        bare, keyed = case.floors["bare"], case.floors["keyed"]
+        print(
+            f"{case.server:<9} {case.name:<44} {case.lines:>10,} {case.run.seconds:>7.2f} "
+            f"{rate(case.lines, case.run.seconds):>9} {bare:>7.2f} "
+            f"{case.run.seconds / bare:>6.2f} {keyed:>7.2f} {case.run.seconds / keyed:>7.2f} "
+            f"{case.run.peak_rss_mb:>7.1f}"
+        )
+    for server, seconds in skips.items():
+        print(f"{server}: loading the 1-file export again (skipped): {seconds:.2f} s")
+    print()
+    print("per-step seconds of the one-process case (summed over its files)")
+    servers = list(steps)
+    print(f"  {'step':<17}" + "".join(f" {s:>10}" for s in servers))
+    for step in steps[servers[0]]:
+        print(f"  {step:<17}" + "".join(f" {steps[s].get(step, 0.0):>10.2f}" for s in servers))
+    print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
+
+
+# ---------------------------------------------------------------------------------------------
+# The Citus row: the same file into a Citus cluster, when one is named
+
+
+CITUS_DSN_ENV: Final = "KM2PG_BENCH_CITUS_DSN"
+"""A database on a Citus coordinator with its workers registered (``scripts/citus.sh dsn``).
+The bench drops its km2pg schema and loads into a fresh one, distributed by ``km2pg load``."""
+FOUNDING_QUERY: Final = """
+SELECT count(1)
+  FROM km2pg.events e
+  JOIN km2pg.event_actions USING (eventid)
+  JOIN km2pg.actions a USING (actionid)
+ WHERE a.name = 'checkout successful'
+   AND e.t >= now() - interval '1 week'
+"""
+FOUNDING_RUNS: Final = 5
+
+
+def founding_query(settings: ConnectionSettings) -> tuple[int, float, list[str]]:
+    """The founding query's answer, its best time of a few runs (ms) and its plan's top lines."""
+    with db.connection(settings) as con:
+        best = float("inf")
+        answer = 0
+        for _ in range(FOUNDING_RUNS):
+            started = time.perf_counter()
+            answer = int(db.scalar(con, FOUNDING_QUERY))
+            best = min(best, time.perf_counter() - started)
+        plan = [str(r[0]) for r in db.rows(con, f"EXPLAIN {FOUNDING_QUERY}")]
+    return answer, best * 1000, plan
+
+
+def citus_row(path: Path, lines: int, plain: ConnectionSettings) -> None:
+    """Load ``path`` into the Citus database named by $KM2PG_BENCH_CITUS_DSN, if set, and print
+    lines/s and the founding query's time and plan beside plain PostgreSQL's (``plain``)."""
+    dsn = os.environ.get(CITUS_DSN_ENV)
+    if not dsn:
+        print(f"\nno Citus row: set {CITUS_DSN_ENV} (see README: Beyond one machine)")
+        return
+    settings = parse_dsn(dsn)
+    with db.connection(settings) as con:
+        con.run("DROP SCHEMA IF EXISTS km2pg CASCADE")
+        workers = len(db.rows(con, "SELECT * FROM citus_get_active_worker_nodes()"))
+    load = run_load(path, dsn)
+    print()
+    print(f"Citus ({workers} workers, {settings.describe()}):")
     print(
-        f"{lines:>10,} {file_mb:>8.1f} {load.seconds:>8.2f} {rate(lines, load.seconds):>9} "
-        f"{seconds['bare']:>8.2f} {ratio(seconds['bare']):>6.2f} "
-        f"{seconds['keyed']:>8.2f} {ratio(seconds['keyed']):>6.2f} "
-        f"{load.peak_rss_mb:>11.1f} {skip.seconds:>7.2f}"
+        f"  km2pg load: {load.seconds:.2f} s, {rate(lines, load.seconds)} lines/s, "
+        f"exit {load.exit_code}"
     )
+    for name, target in (("plain PostgreSQL", plain), ("Citus", settings)):
+        answer, ms, plan = founding_query(target)
+        print(f"  founding query on {name}: {answer:,} in {ms:.1f} ms (best of {FOUNDING_RUNS})")
+        for line in plan[: 6 if name == "Citus" else 0]:
+            print(f"    {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--serial-child"]:
+        return serial_child(arguments[1], arguments[2:])
+    args = parse_args(arguments)
     lines: int = args.lines
     with work_folder("km2pg-bench-", keep=args.keep) as work:
         started = time.perf_counter()
-        summary = synth.generate_export(work / "export", lines=lines, files=1, seed=SEED)
-        path = summary.files[0]
-        file_mb = path.stat().st_size / MB
+        exports = {
+            "one": synth.generate_export(work / "one", lines=lines, files=1, seed=SEED).files,
+            "hourly": synth.generate_export(
+                work / "hourly", lines=lines, files=HOURLY_FILES, seed=SEED + 1
+            ).files,
+            "backfill": synth.generate_export(
+                work / "backfill",
+                lines=lines * BACKFILL_FILES // HOURLY_FILES,
+                files=BACKFILL_FILES,
+                seed=SEED + 2,
+            ).files,
+        }
+        size = sum(p.stat().st_size for paths in exports.values() for p in paths) / MB
         print(
-            f"generated {lines:,} lines ({file_mb:.1f} MB) in "
-            f"{time.perf_counter() - started:.1f} s (not measured): {path}"
+            f"generated {len(exports['one'])} + {len(exports['hourly'])} + "
+            f"{len(exports['backfill'])} files ({size:,.0f} MB) in "
+            f"{time.perf_counter() - started:.1f} s (not measured)"
         )
-        with embedded_server(work) as server:
-            warm_up(server, path)
-            settings = local.ensure_database(server, DATABASE)
-            checkpoint(settings)
-            load = run_load(path, server.dsn(DATABASE))
-            print(
-                f"km2pg load: {load.seconds:.2f} s, {rate(lines, load.seconds)} lines/s, "
-                f"peak RSS {load.peak_rss_mb:.1f} MB, exit {load.exit_code}"
-            )
-            skip = run_load(path, server.dsn(DATABASE))
-            print(f"km2pg load again (skipped): {skip.seconds:.2f} s, exit {skip.exit_code}")
-            statuses = file_status(settings)
-            if load.exit_code or skip.exit_code or statuses != ["loaded", "skipped"]:
-                print(f"unexpected outcome: ledger {statuses}", file=sys.stderr)
-                return 1
-
-            counts = export_final_rows(settings, work / "floor")
-            floors = {
-                kind: measure_floor(settings, work / "floor", counts, kind) for kind in FLOOR_TABLES
-            }
-            steps = load_in_process(server, path)
-            if steps.status != "loaded":
-                print(f"in-process load: {steps.status} {steps.error}", file=sys.stderr)
-                return 1
-            report(lines, file_mb, load, skip, floors, steps)
+        cases: list[Case] = []
+        steps: dict[str, dict[str, float]] = {}
+        skips: dict[str, float] = {}
+        for label, settings in SERVERS.items():
+            with embedded_server(work / label, settings) as server:
+                found, timings, skip = measure_server(label, server, exports, work)
+                if label == "embedded":
+                    plain = local.ensure_database(server, DATABASE)
+                    run_load(exports["one"][0], server.dsn(DATABASE))
+                    citus_row(exports["one"][0], len_lines(exports["one"]), plain)
+            cases += found
+            steps[label] = timings
+            skips[label] = skip.seconds
+        report(cases, steps, skips)
+        print()
+        print(SETTINGS_NOTE)
     return 0
 
 

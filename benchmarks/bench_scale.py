@@ -82,7 +82,7 @@ KEYS: Final = (
     "price",
     "quantity",
     "plan name",
-    "billed amount",
+    "billing amount",
     "country",
     "city",
     "browser",

@@ -73,11 +73,10 @@ def _process_tree(pid: int) -> list[int]:
         return [pid]
 
 
-def run_load(path: Path, dsn: str) -> ChildRun:
-    """``km2pg load FILE --dsn ... --quiet`` in a child process, as a user runs it."""
-    return run_child(
-        [sys.executable, "-m", "km2pg.cli", "load", str(path), "--dsn", dsn, "--quiet"]
-    )
+def run_load(path: Path, dsn: str, *, jobs: int = 1) -> ChildRun:
+    """``km2pg load PATH --dsn ... --quiet [--jobs N]`` in a child process, as a user runs it."""
+    argv = [sys.executable, "-m", "km2pg.cli", "load", str(path), "--dsn", dsn, "--quiet"]
+    return run_child(argv if jobs == 1 else [*argv, "--jobs", str(jobs)])
 
 
 @contextmanager
@@ -94,11 +93,15 @@ def work_folder(prefix: str, *, keep: bool = False) -> Iterator[Path]:
 
 
 @contextmanager
-def embedded_server(folder: Path) -> Iterator[local.EmbeddedServer]:
+def embedded_server(
+    folder: Path, settings: dict[str, str] | None = None
+) -> Iterator[local.EmbeddedServer]:
     """A throwaway embedded PostgreSQL with the durable settings a user gets (not the tests'
-    fsync=off ones: the figures must be what a user would see)."""
+    fsync=off ones: the figures must be what a user would see): km2pg's ``LOCAL_SETTINGS`` by
+    default, or ``settings`` (``{}``: PostgreSQL's own defaults)."""
     started = time.perf_counter()
-    server = local.start(folder / "pgdata", local.LOCAL_SETTINGS, temporary=True)
+    chosen = local.LOCAL_SETTINGS if settings is None else settings
+    server = local.start(folder / "pgdata", chosen, temporary=True)
     print(f"embedded PostgreSQL ready in {time.perf_counter() - started:.1f} s")
     try:
         yield server

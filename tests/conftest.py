@@ -1,8 +1,9 @@
 """Shared fixtures: a real PostgreSQL for every test that needs one.
 
 By default a throwaway embedded PostgreSQL (started once per test session); with
-``KM2PG_TEST_DSN`` set, that server instead (the role needs CREATEDB). Each test gets a fresh
-database cloned from a migrated template, so tests never see each other's rows.
+``KM2PG_TEST_DSN`` set, that server instead (the role needs CREATEDB); with
+``KM2PG_TEST_CITUS_WORKERS`` too, a Citus cluster (see tests/citus_cluster.py). Each test gets a
+fresh database cloned from a migrated template, so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -18,9 +19,20 @@ import pytest
 
 from km2pg import db, load
 from km2pg.dsn import ConnectionSettings, parse_dsn
+from tests import citus_cluster
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "kissmetrics-demo"
 TEMPLATE = "km2pg_test_template"
+
+# tests/citus needs a Citus cluster: without one it is not collected at all (so a run without a
+# cluster has no skips), and the header says how to run it.
+collect_ignore = [] if citus_cluster.workers() else ["citus"]
+
+
+def pytest_report_header() -> str | None:
+    if citus_cluster.workers():
+        return f"Citus cluster: {os.environ.get('KM2PG_TEST_DSN')} and {citus_cluster.WORKERS_ENV}"
+    return f"tests/citus not collected (no Citus cluster): {citus_cluster.HOW_TO_RUN}"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +65,9 @@ def embedded_server(pg_admin: ConnectionSettings) -> object:
 
 @pytest.fixture(scope="session")
 def template_database(pg_admin: ConnectionSettings) -> str:
+    if citus_cluster.workers():
+        citus_cluster.create_template(pg_admin, TEMPLATE)
+        return TEMPLATE
     with db.connection(pg_admin) as con:
         con.run(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
         con.run(f'CREATE DATABASE "{TEMPLATE}"')
@@ -63,6 +78,9 @@ def template_database(pg_admin: ConnectionSettings) -> str:
 
 def create_database(admin: ConnectionSettings, template: str) -> ConnectionSettings:
     name = f"km2pg_test_{uuid.uuid4().hex[:12]}"
+    if citus_cluster.workers():
+        citus_cluster.copy_database(admin, template, name)
+        return admin.with_database(name)
     with db.connection(admin) as con:
         con.run(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
         con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
@@ -70,6 +88,9 @@ def create_database(admin: ConnectionSettings, template: str) -> ConnectionSetti
 
 
 def drop_database(admin: ConnectionSettings, settings: ConnectionSettings) -> None:
+    if citus_cluster.workers():
+        citus_cluster.drop_database(admin, settings.database)
+        return
     with db.connection(admin) as con:
         con.run(f'DROP DATABASE IF EXISTS "{settings.database}" WITH (FORCE)')
 

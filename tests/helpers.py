@@ -75,6 +75,12 @@ CANONICAL_QUERIES = {
     """,
     "actions": "select name from km2pg.actions",
     "keys": "select name from km2pg.keys",
+    # The person by the least name of its identities, as in "users".
+    "person_properties": """
+        select (select min(u.name) from km2pg.users u where u.personid = p.personid),
+               p.key, p.value, p.t, p.first_value, p.first_t
+          from km2pg.person_properties p
+    """,
 }
 
 
@@ -134,8 +140,8 @@ def assert_matches_oracle(con: db.Connection, paths: Iterable[Path]) -> None:
     assert got == want, f"the database differs from the oracle:\n{differences}"
 
 
-def check_invariants(con: db.Connection) -> None:
-    """What must hold after any sequence of loads."""
+def check_invariants(con: db.Connection, *, pruned: bool = False) -> None:
+    """What must hold after any sequence of loads (and prunes, when ``pruned``)."""
     bad_person = db.scalar(
         con,
         """
@@ -172,6 +178,27 @@ def check_invariants(con: db.Connection) -> None:
     """,
     )
     assert loaded_twice == 0
+    if not pruned and db.scalar(con, "select to_regclass('km2pg.person_property_state')"):
+        assert person_properties_drift(con) == 0, (
+            "person_properties must equal its full recomputation from event_properties"
+        )
+
+
+def person_properties_drift(con: db.Connection) -> int:
+    """Rows in which the loader's person_property_state and a full recomputation differ."""
+    return int(
+        db.scalar(
+            con,
+            """
+            select count(*) from (
+                (select * from km2pg.person_property_state
+                 except all select * from km2pg.person_properties_recomputed())
+                union all
+                (select * from km2pg.person_properties_recomputed()
+                 except all select * from km2pg.person_property_state)) as drift
+            """,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -348,8 +348,20 @@ class _State:
             },
             "actions": {(n,) for _, _, n in self.actions},
             "keys": {(k,) for k in self.keys},
+            "person_properties": self._person_properties(person),
         }
         return {name: sorted(rows, key=repr) for name, rows in tables.items()}
+
+    def _person_properties(self, person: dict[str, str]) -> set[tuple[Any, ...]]:
+        """Per person and key, of the settings kept above: the latest and the first by
+        (t, revision, lineno, value)."""
+        settings: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
+        for (p, t, k), (revision, lineno, value, _) in self.properties.items():
+            settings[(person[p], k)].append((t, revision, lineno, value))
+        return {
+            (p, k, max(rows)[3], _time(max(rows)[0]), min(rows)[3], _time(min(rows)[0]))
+            for (p, k), rows in settings.items()
+        }
 
 
 def _time(t: int) -> datetime:

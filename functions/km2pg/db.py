@@ -20,6 +20,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 from pg8000.native import Connection
 
+from km2pg import citus
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import DatabaseUnavailable, Km2pgError, SchemaError, ServerNotTrusted
 
@@ -276,11 +277,18 @@ def schema_version(con: Connection) -> int:
     return int(scalar(con, "SELECT coalesce(max(version), 0) FROM km2pg.schema_migrations"))
 
 
-def migrate(con: Connection, target: int | None = None) -> list[Migration]:
+def migrate(
+    con: Connection, target: int | None = None, *, distribute: bool | None = None
+) -> list[Migration]:
     """Apply the migrations this database lacks, each in its own transaction.
 
     Safe to call from many processes at once: a session advisory lock serializes them, and
     the second caller finds nothing left to do. Returns what was applied.
+
+    On a Citus cluster (see :mod:`km2pg.citus`), ``distribute`` True distributes every table
+    that is not yet, False never does; None (automatic migration before a load) keeps the
+    layout: a schema made now is distributed, and so are new tables of a distributed schema,
+    while a schema kept plain (``km2pg migrate --no-distribute``) stays plain.
     """
     available = migrations()
     if target is None:
@@ -288,6 +296,9 @@ def migrate(con: Connection, target: int | None = None) -> list[Migration]:
     con.run("SELECT pg_advisory_lock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
     try:
         current = schema_version(con)
+        distributing = _distributing(con, distribute, fresh=current == 0)
+        if distributing:
+            citus.require_coordinator_in_metadata(con)  # before any change, not halfway
         newest = available[-1].version if available else 0
         if current > newest:
             raise SchemaError(
@@ -305,9 +316,18 @@ def migrate(con: Connection, target: int | None = None) -> list[Migration]:
                         n=migration.name,
                     )
                 applied.append(migration)
+        if distributing:
+            citus.distribute(con)
         return applied
     finally:
         con.run("SELECT pg_advisory_unlock(:ns, :key)", ns=LOCK_NAMESPACE, key=LOCK_MIGRATE)
+
+
+def _distributing(con: Connection, distribute: bool | None, *, fresh: bool) -> bool:
+    """Whether this migration distributes tables (see :func:`migrate`)."""
+    if distribute is False or not citus.is_cluster(con):
+        return False
+    return bool(distribute or fresh or citus.is_distributed(con))
 
 
 def ensure_schema(con: Connection) -> None:

@@ -2,10 +2,9 @@
 to, and keep them from coming back.
 
 For each identity named, its whole person goes: every identity joined to it by aliases, their
-events with their actions and properties, their aliases, their ``person_properties`` rows (where
-that table exists), and the rejected lines that quote one of their names. All in one transaction,
-which holds loads off while it runs (loads in flight finish first), so no load can slip the
-person back in between.
+events with their actions and properties, their aliases, their ``person_properties`` rows, and
+the rejected lines that quote one of their names. All in one transaction, which holds loads off
+while it runs (loads in flight finish first), so no load can slip the person back in between.
 
 What stays is a suppression: the SHA-256 of each identity name (never the name), in
 ``km2pg.suppressed_identities``. Every later load, a forced reload of old files included, drops
@@ -73,20 +72,10 @@ _DELETES: Final = {
          WHERE EXISTS (SELECT FROM f_names n WHERE strpos(r.raw, CAST(to_json(n.name) AS text)) > 0)
     """,
     "identities": "DELETE FROM km2pg.users WHERE userid IN (SELECT userid FROM f_users)",
+    "person_properties": """
+        DELETE FROM km2pg.person_property_state WHERE personid IN (SELECT personid FROM f_users)
+    """,
 }
-
-# Made by a later migration (the insights); deleted from only where it is a table with personid.
-_HAS_PERSON_PROPERTIES: Final = """
-SELECT EXISTS (
-    SELECT FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-     WHERE c.oid = to_regclass('km2pg.person_properties')
-       AND c.relkind IN ('r', 'p')
-       AND a.attname = 'personid' AND NOT a.attisdropped)
-"""
-_PERSON_PROPERTIES: Final = """
-DELETE FROM km2pg.person_properties WHERE personid IN (SELECT personid FROM f_users)
-"""
 
 
 @dataclass(frozen=True)
@@ -149,10 +138,6 @@ def forget(con: Connection, identities: Iterable[str], *, dry_run: bool = False)
         for what, sql in _DELETES.items():
             con.run(sql)
             removed[what] = int(con.row_count or 0)
-        removed["person_properties"] = 0
-        if db.scalar(con, _HAS_PERSON_PROPERTIES):
-            con.run(_PERSON_PROPERTIES)
-            removed["person_properties"] = int(con.row_count or 0)
         con.run("DROP TABLE f_users, f_names, f_events")
     except BaseException:
         db.rollback_quietly(con)

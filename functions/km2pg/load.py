@@ -8,7 +8,8 @@ The steps, and why:
 3. Too many rejects: ledger ``failed`` with the reason; nothing is loaded.
 4. Create the months' partitions the file needs, in a short transaction of its own.
 5. One transaction: dictionaries, events, actions, properties, aliases, the ledger row and the
-   rejects, then the identity merge. A crash anywhere leaves nothing behind.
+   rejects, then the identity merge and person_properties' upkeep. A crash anywhere leaves
+   nothing behind.
 """
 
 from __future__ import annotations
@@ -168,10 +169,9 @@ def _apply(
                 counts = _counts(stats, added, rejects_gone)
                 fileid = store.record(con, entry, "loaded", counts)
                 store.keep_rejects(con, fileid)
-                if stats.aliases:
-                    mark = time.monotonic()
-                    store.merge_persons(con)
-                    timings["merge_persons"] = time.monotonic() - mark
+                store.update_people(
+                    con, file.revision, added, aliases=bool(stats.aliases), timings=timings
+                )
                 mark = time.monotonic()
         except _PartitionsGone:
             continue

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from km2pg import db
+from km2pg import citus, db
 from km2pg.db import Connection
 
 
@@ -60,10 +60,12 @@ _TABLES = (
 
 # The table and, for a partitioned one, all its partitions (pg_partition_tree gives nothing for a
 # plain table). Row counts are estimates (exact counts would scan everything): the planner's, or
-# for a table never analyzed yet, the statistics system's live row count.
+# for a table never analyzed yet, the statistics system's live row count. A partitioned parent's
+# own estimate (its partitions' total, once analyzed) is not added to theirs.
 _TABLE_SIZE = """
 SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0),
-       coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
+       coalesce(sum(CASE WHEN c.relkind = 'p' THEN 0
+                         WHEN c.reltuples >= 0 THEN c.reltuples
                          ELSE coalesce(s.n_live_tup, 0) END), 0)
   FROM pg_class c
   LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -91,9 +93,7 @@ def status(con: Connection, errors: int = 5) -> Status:
     if newest is not None:
         result.lag_seconds = (datetime.now(UTC) - newest).total_seconds()
     for table in _TABLES:
-        size, estimate = db.rows(con, _TABLE_SIZE, t=f"km2pg.{table}")[0]
-        result.tables[table] = int(size)
-        result.rows[table] = int(estimate)
+        result.tables[table], result.rows[table] = _size_and_rows(con, f"km2pg.{table}")
     for path, error, at in db.rows(
         con,
         """
@@ -104,3 +104,11 @@ def status(con: Connection, errors: int = 5) -> Status:
     ):
         result.errors.append({"path": path, "error": error, "at": at})
     return result
+
+
+def _size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
+    """Size over all partitions (on Citus: over all shards) and estimated rows."""
+    if citus.is_citus_table(con, relation):
+        return citus.size_and_rows(con, relation)
+    size, estimate = db.rows(con, _TABLE_SIZE, t=relation)[0]
+    return int(size), int(estimate)

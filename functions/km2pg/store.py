@@ -3,9 +3,11 @@
 Concurrency without deadlocks: every load transaction takes its locks in one global order
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
-table's rows in key order, and last the alias lock). Two loaders can wait for each other but
-never in a cycle. New partitions are created in their own short transaction before the load,
-since DDL on a partitioned table waits for every load in flight.
+table's rows in key order, and last the alias lock, under which the persons merge and
+person_properties' upkeep run; on Citus the alias lock comes right after the file's lock, see
+:func:`_lock_writes_on_citus`). Two loaders can wait for each other but never in a cycle. New
+partitions are created in their own short transaction before the load, since DDL on a
+partitioned table waits for every load in flight.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ MAX_FAILED_REJECTS: Final = 10_000
 
 STAGE: Final = "pg_temp.km2pg_stage"
 UNIQUE_VIOLATION: Final = "23505"
+RELAYED_ERROR: Final = "XX000"
+"""What Citus reports for an error a worker raised in the COPY that writes an INSERT ... SELECT's
+rows into shards (its ReportCopyError keeps the worker's message but not its SQLSTATE), unique
+violations included."""
 
 SESSION_SETUP: Final = f"""
 SET work_mem = '256MB';
@@ -121,6 +127,14 @@ class RowCounts:
     """Lines of forgotten identities (km2pg.forget), dropped rather than loaded or rejected."""
     min_t: datetime | None = None
     max_t: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Added(RowCounts):
+    """The rows a load added, and whether it met property rows already stored (then a line of
+    this file may have replaced a value person_properties holds as a first value)."""
+
+    properties_met_stored: bool = False
 
 
 def loaded_fileid(con: Connection, export_key: str, content_md5: str) -> int | None:
@@ -267,6 +281,25 @@ def lock_for_load(con: Connection, export_key: str) -> None:
         ns=LOCK_FILES_NAMESPACE,
         export_key=export_key,
     )
+    _lock_writes_on_citus(con)
+
+
+def _lock_writes_on_citus(con: Connection) -> None:
+    """On Citus, take the alias lock now, before the first write, rather than at the merge.
+
+    Citus writes a reference table (users) on every node, so two loaders adding the same new
+    identities could each lock them first on a different node, and Citus canceled one ("involved
+    in a distributed deadlock"); rows of overlapping files in a distributed table could meet the
+    same way, since shards are written in parallel rather than in key order. Loaders therefore
+    write one at a time on Citus (they still parse and stage at once). On PostgreSQL the
+    statement finds no citus extension and locks nothing.
+    """
+    con.run(
+        "SELECT pg_advisory_xact_lock(:ns, :key) FROM pg_catalog.pg_extension"
+        " WHERE extname = 'citus'",
+        ns=db.LOCK_NAMESPACE,
+        key=db.LOCK_ALIASES,
+    )
 
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
@@ -382,18 +415,23 @@ ANALYZE s_users;
 
 # Action and key names come from the parser (a site has a few hundred); when a file holds too
 # many to keep in memory, they are read back from the staging table instead.
+# Written as anti-joins (LEFT JOIN ... IS NULL), which PostgreSQL plans exactly as NOT EXISTS and
+# Citus also plans: it refuses a correlated subquery beside a set-returning function or a
+# subquery in FROM.
 _NEW_NAMES: Final = """
 INSERT INTO km2pg.{table} (name)
-SELECT name FROM unnest(CAST(:names AS text[])) AS s (name)
- WHERE NOT EXISTS (SELECT FROM km2pg.{table} d WHERE d.name = s.name)
- ORDER BY name
+SELECT s.name FROM unnest(CAST(:names AS text[])) AS s (name)
+  LEFT JOIN km2pg.{table} d ON d.name = s.name
+ WHERE d.name IS NULL
+ ORDER BY s.name
     ON CONFLICT (name) DO NOTHING
 """
 _NEW_NAMES_STAGED: Final = f"""
 INSERT INTO km2pg.{{table}} (name)
-SELECT name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = :rec) AS s
- WHERE NOT EXISTS (SELECT FROM km2pg.{{table}} d WHERE d.name = s.name)
- ORDER BY name
+SELECT s.name FROM (SELECT DISTINCT name FROM {STAGE} WHERE rec = :rec) AS s
+  LEFT JOIN km2pg.{{table}} d ON d.name = s.name
+ WHERE d.name IS NULL
+ ORDER BY s.name
     ON CONFLICT (name) DO NOTHING
 """
 
@@ -433,7 +471,15 @@ _EVENT_ACTIONS_SAFE: Final = f"{_EVENT_ACTIONS} ON CONFLICT DO NOTHING"
 
 # Within the file the last line wins; across files the greatest (revision, lineno) wins, and value
 # and action break the (theoretical) remaining ties, so the outcome never depends on load order.
+# The rows written (all of them on the fast path; on the safe path those inserted or updated,
+# not those that lost to a stored line) are kept in s_props for person_properties' upkeep.
+_PROPS_STAGED: Final = """
+CREATE TEMP TABLE s_props (
+    eventid bigint NOT NULL, keyid integer NOT NULL, value text NOT NULL, lineno integer NOT NULL
+) ON COMMIT DROP
+"""
 _EVENT_PROPERTIES: Final = f"""
+WITH written AS (
 INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
 SELECT DISTINCT ON (1, 2)
        e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
@@ -442,14 +488,20 @@ SELECT DISTINCT ON (1, 2)
   JOIN km2pg.keys k ON k.name = s.name
  WHERE s.rec = 'k'
  ORDER BY 1, 2, s.lineno DESC
+{{conflict}}
+RETURNING ep.eventid, ep.keyid, ep.value, ep.lineno
+)
+INSERT INTO s_props SELECT * FROM written
 """
-_EVENT_PROPERTIES_SAFE: Final = f"""{_EVENT_PROPERTIES}
+_EVENT_PROPERTIES_FAST: Final = _EVENT_PROPERTIES.format(conflict="")
+_EVENT_PROPERTIES_SAFE: Final = _EVENT_PROPERTIES.format(
+    conflict="""
     ON CONFLICT (eventid, keyid) DO UPDATE
    SET value = excluded.value, actionid = excluded.actionid,
        revision = excluded.revision, lineno = excluded.lineno
  WHERE (ep.revision, ep.lineno, ep.value, coalesce(ep.actionid, -1))
-     < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))
-"""
+     < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))"""
+)
 
 _ALIASES: Final = f"""
 INSERT INTO km2pg.aliases AS al (userid, aliasid, since)
@@ -482,7 +534,7 @@ def insert_facts(
     timings: dict[str, float] | None = None,
     *,
     suppress: bool = False,
-) -> RowCounts:
+) -> Added:
     """Dictionaries, then events, actions and properties, from the staging table.
 
     Returns the rows this load added (a reload adds none). With ``suppress``, the lines of
@@ -506,18 +558,23 @@ def insert_facts(
     clock.lap("events")
     actions, _ = _insert(con, _EVENT_ACTIONS, _EVENT_ACTIONS_SAFE, safe_only=clash)
     clock.lap("event_actions")
-    properties, _ = _insert(
-        con, _EVENT_PROPERTIES, _EVENT_PROPERTIES_SAFE, safe_only=clash, revision=revision
+    con.run(_PROPS_STAGED)
+    properties, met_stored = _insert(
+        con,
+        _EVENT_PROPERTIES_FAST,
+        _EVENT_PROPERTIES_SAFE,
+        safe_only=clash,
+        revision=revision,
     )
     clock.lap("event_properties")
-    con.run(_ALIASES)
-    aliases = int(con.row_count or 0)
+    aliases = count_written(con, _ALIASES)
     clock.lap("aliases")
-    return RowCounts(
+    return Added(
         events=events,
         actions=actions,
         properties=properties,
         aliases=aliases,
+        properties_met_stored=met_stored,
         suppressed=suppressed,
     )
 
@@ -542,6 +599,31 @@ def _new_names(con: Connection, table: str, names: Collection[str] | None, rec: 
         con.run(_NEW_NAMES.format(table=table), names=sorted(names))
 
 
+def count_written(con: Connection, sql: str, **params: object) -> int:
+    """Run an INSERT (or upsert) and return the rows it wrote (inserted or updated).
+
+    Counted with RETURNING, not from the command tag: through a Citus coordinator,
+    INSERT ... SELECT ... ON CONFLICT reports the rows it sent to the nodes, not the rows written
+    (https://github.com/citusdata/citus/issues/3377). On PostgreSQL the two are the same.
+    A statement that is already a WITH whose outer INSERT copies the written rows (RETURNING)
+    into a temporary table is counted by that outer INSERT: a data-modifying WITH cannot nest.
+    """
+    if sql.lstrip().upper().startswith("WITH"):
+        con.run(sql, **params)
+        return int(con.row_count or 0)
+    return int(
+        db.scalar(
+            con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params
+        )
+    )
+
+
+def _may_be_unique_violation(error: DatabaseError) -> bool:
+    """A unique violation, or an error Citus relayed without its code: either way the ON CONFLICT
+    statement is worth running, and an error that was something else comes back from it."""
+    return db.sqlstate(error) in {UNIQUE_VIOLATION, RELAYED_ERROR}
+
+
 def _insert(
     con: Connection, fast: str, safe: str, *, safe_only: bool = False, **params: object
 ) -> tuple[int, bool]:
@@ -554,15 +636,14 @@ def _insert(
         try:
             con.run(fast, **params)
         except DatabaseError as error:
-            if db.sqlstate(error) != UNIQUE_VIOLATION:
+            if not _may_be_unique_violation(error):
                 raise
             con.run("ROLLBACK TO SAVEPOINT km2pg_fast")
         else:
             written = int(con.row_count or 0)
             con.run("RELEASE SAVEPOINT km2pg_fast")
             return written, False
-    con.run(safe, **params)
-    return int(con.row_count or 0), True
+    return count_written(con, safe, **params), True
 
 
 # The person merge, in SQL so that memory stays flat however many aliases a file holds: label
@@ -593,20 +674,24 @@ UPDATE s_person_labels l SET label = j.label
   FROM s_person_labels j
  WHERE j.node = l.label AND j.label < l.label
 """
+# Written as an upsert of rows that all exist, not an UPDATE ... FROM the labels: Citus cannot
+# update its tables from a temporary table, but it can INSERT ... SELECT from one (the SELECT runs
+# on the coordinator). PostgreSQL updates the same few rows either way.
 _MERGE: Final = """
-UPDATE km2pg.users u SET personid = l.label
-  FROM s_person_labels l
- WHERE u.personid = l.node AND l.label <> l.node
+INSERT INTO km2pg.users AS u (userid, name, personid)
+SELECT x.userid, x.name, l.label
+  FROM km2pg.users x JOIN s_person_labels l ON x.personid = l.node
+ WHERE l.label <> l.node
+    ON CONFLICT (userid) DO UPDATE SET personid = excluded.personid
 """
 
 
 def merge_persons(con: Connection) -> int:
     """Give every person joined by this file's aliases one personid; returns users updated.
 
-    Serialized across loaders by the alias lock, taken last so it is held only briefly, and
-    read after taking it so no concurrent merge is missed.
+    The caller holds the alias lock (see :func:`update_people`), taken last so that it is held
+    only briefly; the graph is read after taking it, so no concurrent merge is missed.
     """
-    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
     con.run(_PERSON_EDGES)
     return merge_person_graph(con)
 
@@ -625,7 +710,165 @@ def merge_person_graph(con: Connection) -> int:
             con.run(_JUMP)
             if not (changed or con.row_count):
                 break
-        con.run(_MERGE)
-        merged = int(con.row_count or 0)
+        merged = count_written(con, _MERGE)
+        con.run(_MERGE_PERSON_PROPERTIES)
     con.run("DROP TABLE IF EXISTS s_person_edges, s_person_labels")
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# person_properties: one row per person and key, the latest and the first setting
+#
+# Kept under the alias lock, after the persons merge: every statement then reads users.personid
+# as the last merge left it (a merge committed by another loader included), and no two loaders
+# fold into one person's rows at once, so no update is lost and no row lock is ever waited for.
+# Rows only ever move one way: a stored setting is replaced only by a line of the same event with
+# a greater (revision, lineno), so the latest setting is the greatest of all settings ever written
+# and folds in with a comparison. The first setting can be replaced that way too: then the
+# earliest second is looked at again (_REPAIR_FIRST_SETTINGS).
+
+# Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order.
+_LATER: Final = (
+    '(c.t, c.revision, c.lineno, c.value COLLATE "C")'
+    ' > (s.t, s.revision, s.lineno, s.value COLLATE "C")'
+)
+_EARLIER: Final = (
+    '(c.first_t, c.first_revision, c.first_lineno, c.first_value COLLATE "C")'
+    ' < (s.first_t, s.first_revision, s.first_lineno, s.first_value COLLATE "C")'
+)
+# Stored rows updated with the settings of ``folded`` (one row per person and key) that win.
+_FOLD_UPDATE: Final = f"""
+UPDATE km2pg.person_property_state s SET
+       value = CASE WHEN {_LATER} THEN c.value ELSE s.value END,
+       t = CASE WHEN {_LATER} THEN c.t ELSE s.t END,
+       revision = CASE WHEN {_LATER} THEN c.revision ELSE s.revision END,
+       lineno = CASE WHEN {_LATER} THEN c.lineno ELSE s.lineno END,
+       first_value = CASE WHEN {_EARLIER} THEN c.first_value ELSE s.first_value END,
+       first_t = CASE WHEN {_EARLIER} THEN c.first_t ELSE s.first_t END,
+       first_revision = CASE WHEN {_EARLIER} THEN c.first_revision ELSE s.first_revision END,
+       first_lineno = CASE WHEN {_EARLIER} THEN c.first_lineno ELSE s.first_lineno END,
+       first_eventid = CASE WHEN {_EARLIER} THEN c.first_eventid ELSE s.first_eventid END
+  FROM folded c
+ WHERE s.personid = c.personid AND s.keyid = c.keyid AND ({_LATER} OR {_EARLIER})
+"""
+_STATE_COLUMNS: Final = """
+    (personid, keyid, value, t, revision, lineno,
+     first_value, first_t, first_revision, first_lineno, first_eventid)
+"""
+
+# The persons of this file's identities, as merged by now.
+_PERSONS_STAGED: Final = """
+CREATE TEMP TABLE s_persons ON COMMIT DROP AS
+    SELECT x.userid, u.personid FROM s_users x JOIN km2pg.users u USING (userid);
+ANALYZE s_persons;
+"""
+
+# This file's settings, the latest and the first of each person and key (within one file a
+# person's settings of a key differ in (second, lineno)), folded into what is stored: stored rows
+# updated where this file's settings win, new rows inserted. Plain UPDATE and INSERT, not INSERT
+# ... ON CONFLICT (whose speculative insertion costs twice as much): under the alias lock no one
+# else writes these rows, and both parts read the statement's one snapshot.
+_FOLD_FILE_TEMPLATE: Final = f"""
+WITH settings AS (
+    SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
+      FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
+),
+-- One sort: each person and key's first row is the first setting, the frame's last row the
+-- latest (DISTINCT ON keeps the first row of each).
+folded AS MATERIALIZED (
+    SELECT DISTINCT ON (personid, keyid)
+           personid, keyid, last_value(value) OVER w AS value,
+           km2pg.eventid_time(last_value(eventid) OVER w) AS t,
+           CAST(:revision AS bigint) AS revision, last_value(lineno) OVER w AS lineno,
+           value AS first_value, km2pg.eventid_time(eventid) AS first_t,
+           CAST(:revision AS bigint) AS first_revision, lineno AS first_lineno,
+           eventid AS first_eventid
+      FROM settings
+    WINDOW w AS (PARTITION BY personid, keyid ORDER BY s, lineno
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+     ORDER BY personid, keyid, s, lineno
+),
+updated AS (
+{{update}}
+)
+INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
+SELECT c.* FROM folded c
+ WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
+                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
+ ORDER BY c.personid, c.keyid
+"""
+
+_FOLD_FILE: Final = _FOLD_FILE_TEMPLATE.format(update=_FOLD_UPDATE)
+
+# A line of this file replaced the stored setting that a first value came from (same event,
+# greater (revision, lineno), or the same line number of another content of the same export
+# file with a greater value): the earliest second is still the first one, but which setting of
+# it comes first is decided again, over the settings of all the person's identities then.
+_REPAIR_FIRST_SETTINGS: Final = """
+UPDATE km2pg.person_property_state s
+   SET first_value = r.value, first_revision = r.revision, first_lineno = r.lineno,
+       first_eventid = r.eventid
+  FROM (SELECT DISTINCT ON (s.personid, s.keyid)
+               s.personid, s.keyid, ep.value, ep.revision, ep.lineno, ep.eventid
+          FROM s_props p
+          JOIN s_persons x ON x.userid = p.eventid & 4294967295
+          JOIN km2pg.person_property_state s
+            ON s.personid = x.personid AND s.keyid = p.keyid AND s.first_eventid = p.eventid
+           AND (s.first_revision, s.first_lineno, s.first_value)
+               <> (CAST(:revision AS bigint), p.lineno, p.value)
+          JOIN km2pg.users u ON u.personid = s.personid
+          JOIN km2pg.event_properties ep
+            ON ep.eventid = km2pg.make_eventid(u.userid, s.first_t) AND ep.keyid = s.keyid
+         ORDER BY s.personid, s.keyid, ep.revision, ep.lineno, ep.value COLLATE "C") AS r
+ WHERE s.personid = r.personid AND s.keyid = r.keyid
+"""
+
+# Persons joined by aliases: the rows of every absorbed person move to the person that absorbs
+# it, each key's latest and first setting the greatest and least of the rows joined.
+_MERGE_PERSON_PROPERTIES: Final = f"""
+WITH moved AS MATERIALIZED (
+    DELETE FROM km2pg.person_property_state s
+     USING s_person_labels l
+     WHERE s.personid = l.node AND l.label <> l.node
+    RETURNING l.label AS personid, s.keyid, s.value, s.t, s.revision, s.lineno,
+              s.first_value, s.first_t, s.first_revision, s.first_lineno, s.first_eventid
+),
+folded AS MATERIALIZED (
+    SELECT l.personid, l.keyid, l.value, l.t, l.revision, l.lineno,
+           f.first_value, f.first_t, f.first_revision, f.first_lineno, f.first_eventid
+      FROM (SELECT DISTINCT ON (personid, keyid) * FROM moved
+             ORDER BY personid, keyid, t DESC, revision DESC, lineno DESC,
+                      value COLLATE "C" DESC) AS l
+      JOIN (SELECT DISTINCT ON (personid, keyid) * FROM moved
+             ORDER BY personid, keyid, first_t, first_revision, first_lineno,
+                      first_value COLLATE "C") AS f USING (personid, keyid)
+),
+updated AS (
+{_FOLD_UPDATE}
+)
+INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
+SELECT c.* FROM folded c
+ WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
+                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
+ ORDER BY c.personid, c.keyid
+"""
+
+
+def update_people(
+    con: Connection, revision: int, added: Added, *, aliases: bool, timings: dict[str, float]
+) -> None:
+    """The last step of a load: merge the persons this file's aliases join, then fold its
+    property settings into person_properties, all under the alias lock (taken last)."""
+    clock = _Clock(timings)
+    if not (aliases or added.properties):
+        return
+    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
+    if aliases:
+        merge_persons(con)
+        clock.lap("merge_persons")
+    if added.properties:
+        con.run(_PERSONS_STAGED)
+        con.run(_FOLD_FILE, revision=revision)
+        if added.properties_met_stored:
+            con.run(_REPAIR_FIRST_SETTINGS, revision=revision)
+        clock.lap("person_properties")

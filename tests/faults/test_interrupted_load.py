@@ -122,7 +122,11 @@ def test_a_connection_cut_between_copy_and_commit_fails_with_one_line_and_the_re
 ):
     def terminate(pid: int) -> None:
         with db.connection(pg_admin) as con:
-            assert db.scalar(con, "select pg_terminate_backend(:pid)", pid=pid) is True
+            # Typed: Citus adds pg_terminate_backend(bigint), for its global process ids.
+            terminated = db.scalar(
+                con, "select pg_terminate_backend(CAST(:pid AS integer))", pid=pid
+            )
+            assert terminated is True
 
     error = _interrupted_load(database, reference, terminate)
     assert error.startswith("km2pg: error: database unavailable"), error

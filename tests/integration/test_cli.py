@@ -16,7 +16,9 @@ from tests.helpers import dsn_of, km2pg, write_export
 
 
 def test_load_a_folder_then_status_reports_it(database, tmp_path, capsys):
-    generate_export(tmp_path, lines=3_000, files=3, seed=9)
+    # Two days, not the default 28: the newest line is then minutes old at any time of day (at
+    # night a sparse export's last line can be more than an hour old).
+    generate_export(tmp_path, lines=3_000, files=3, seed=9, days=2)
     dsn = dsn_of(database)
     assert main(["load", str(tmp_path), "--dsn", dsn]) == 0
     out = capsys.readouterr().out
@@ -191,3 +193,9 @@ def test_demo_generates_loads_and_answers_the_founding_query(database, tmp_path,
     assert "Top actions" in out
     assert "checkout successful" in out
     assert "signed up" in out
+    # It ends with the report, every section drawn from the demo's data, and says where it is.
+    report = tmp_path / "km2pg-report.html"
+    assert f"report written to {report} (" in out
+    assert "A/B test: homepage variation -> signed up" in out
+    assert "Revenue by day: billing amount" in out
+    assert report.read_text(encoding="utf-8").count('class="chart"') == 6

@@ -179,16 +179,27 @@ def test_an_identity_forgotten_before_it_arrives_never_loads(con, tmp_path):
     assert db.scalar(con, persons, n=["ann", "ann@example.com", *NEWCOMERS]) == 4
 
 
-def test_person_properties_rows_of_the_person_go_when_that_table_exists(con, tmp_path):
+def test_the_persons_person_properties_rows_go_and_no_one_elses(con, tmp_path):
     load_all(con, write_files(tmp_path, with_ann=True))
-    con.run("CREATE TABLE km2pg.person_properties (personid bigint, key text, value text)")
-    con.run(
-        "INSERT INTO km2pg.person_properties SELECT DISTINCT personid, 'plan', 'gold'"
-        " FROM km2pg.users WHERE name = 'ann' OR userid = (SELECT min(userid) FROM km2pg.users)"
+    per_person = """
+        select count(*) filter (where personid = (select personid from km2pg.users
+                                                   where name = 'ann')),
+               count(*) filter (where personid <> (select personid from km2pg.users
+                                                    where name = 'ann'))
+          from km2pg.person_properties
+    """
+    (anns, others) = db.rows(con, per_person)[0]
+    assert anns > 0
+    assert others > 0
+    assert forget(con, ["ann"]).person_properties == anns
+    remaining = db.scalar(con, "select count(*) from km2pg.person_properties")
+    assert remaining == others
+    drift = db.scalar(
+        con,
+        """select count(*) from km2pg.person_property_state s
+            where not exists (select from km2pg.users u where u.personid = s.personid)""",
     )
-    assert db.scalar(con, "select count(*) from km2pg.person_properties") == 2
-    assert forget(con, ["ann"]).person_properties == 1
-    assert db.scalar(con, "select count(*) from km2pg.person_properties") == 1
+    assert drift == 0
 
 
 def test_nothing_to_forget_is_an_error(con):

@@ -54,7 +54,7 @@ def test_prune_drops_old_months_and_trims_the_boundary_month(loaded):
     )
     assert result.rows == {"events": 4, "event_actions": 4, "event_properties": 4}
     assert days_left(con) == [1, 5, 20, 35, 40]
-    check_invariants(con)
+    check_invariants(con, pruned=True)
 
 
 def test_prune_keeps_users_aliases_actions_keys_and_the_ledger(loaded):
@@ -98,3 +98,28 @@ def test_recent_data_and_later_loads_are_untouched_by_prune(loaded, tmp_path):
 def test_negative_retention_is_refused(con):
     with pytest.raises(ConfigError):
         prune(con, -1)
+
+
+def test_prune_keeps_person_properties_and_property_at_sees_what_is_left(loaded, tmp_path):
+    """person_properties keeps the latest and first value ever loaded; property_at answers
+    from the events still there. Loads after a prune fold into what was kept."""
+    con = loaded
+    sql = "select value, first_value from km2pg.person_properties where key = 'n' order by 1"
+    before = db.rows(con, sql)
+    person = db.scalar(con, "select personid from km2pg.users where name = 'u130'")
+    assert db.scalar(con, "select km2pg.property_at(:p, 'n', 'infinity')", p=person) == "1"
+    prune(con, 60, now=NOW)
+    assert db.rows(con, sql) == before
+    assert ["1", "130"] in before, "u130 and u1 are one person: first 130 days ago, last 1 day ago"
+    at_80_days = db.scalar(
+        con, "select km2pg.property_at(:p, 'n', :at)", p=person, at=NOW - timedelta(days=80)
+    )
+    assert at_80_days is None, "the setting of 130 days ago was pruned"
+    later = [{"_p": "u1", "_t": ts(0.5), "_n": "visit", "n": "0.5"}]
+    write_export(tmp_path / "later", 2, later)
+    path = tmp_path / "later" / "revisions" / "2.json"
+    assert load.load_file(con, local_file(path)).status == "loaded"
+    row = db.rows(
+        con, "select value, first_value from km2pg.person_properties where personid = :p", p=person
+    )
+    assert row == [["0.5", "130"]]

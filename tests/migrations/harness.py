@@ -124,29 +124,27 @@ class Table:
 
 Facts = dict[str, Table]
 
-FACTS: Final[Mapping[int, Mapping[str, str]]] = {
-    # Version 1: everything a loaded database knows, named by text and time, not by id.
-    1: {
-        "users": """
+_FACTS_V1: Final[Mapping[str, str]] = {
+    "users": """
             select u.name, (select min(p.name) from km2pg.users p where p.personid = u.personid)
                    as person
               from km2pg.users u
         """,
-        "aliases": """
+    "aliases": """
             select u.name as user_name, a.name as alias_name, x.since from km2pg.aliases x
               join km2pg.users u on u.userid = x.userid join km2pg.users a on a.userid = x.aliasid
         """,
-        "actions": "select name from km2pg.actions",
-        "keys": "select name from km2pg.keys",
-        "events": """
+    "actions": "select name from km2pg.actions",
+    "keys": "select name from km2pg.keys",
+    "events": """
             select u.name as user_name, e.t from km2pg.events e join km2pg.users u using (userid)
         """,
-        "event_actions": """
+    "event_actions": """
             select u.name as user_name, e.t, a.name as action from km2pg.events e
               join km2pg.users u using (userid)
               join km2pg.event_actions using (eventid) join km2pg.actions a using (actionid)
         """,
-        "event_properties": """
+    "event_properties": """
             select u.name as user_name, e.t, k.name as key, p.value, a.name as action,
                    p.revision, p.lineno
               from km2pg.events e join km2pg.users u using (userid)
@@ -154,15 +152,27 @@ FACTS: Final[Mapping[int, Mapping[str, str]]] = {
               join km2pg.keys k using (keyid)
               left join km2pg.actions a on a.actionid = p.actionid
         """,
-        "files": """
+    "files": """
             select source, path, export_key, revision, etag, content_md5, size, status, lines,
                    events, actions, properties, aliases, rejects, min_t, max_t, started_at,
                    finished_at, error
               from km2pg.files
         """,
-        "rejects": """
+    "rejects": """
             select f.export_key, f.status, f.started_at, r.lineno, r.reason, r.raw
               from km2pg.rejects r join km2pg.files f using (fileid)
+        """,
+}
+"""Version 1: everything a loaded database knows, named by text and time, not by id."""
+FACTS: Final[Mapping[int, Mapping[str, str]]] = {
+    1: _FACTS_V1,
+    # Version 2 adds person_properties: each person's latest and first setting of each key.
+    2: {
+        **_FACTS_V1,
+        "person_properties": """
+            select (select min(u.name) from km2pg.users u where u.personid = p.personid)
+                   as person, p.key, p.value, p.t, p.first_value, p.first_t
+              from km2pg.person_properties p
         """,
     },
 }

@@ -81,6 +81,16 @@ def test_a_dump_worked_out_by_hand() -> None:
         ),
         "actions": [("signed up",)],
         "keys": [("n",), ("o",), ("ok",), ("plan",)],
+        # One person (aliases join all three): Bob's older revision sets plan first.
+        "person_properties": sorted(
+            [
+                ("Ann", "plan", "Team", AT_T, "Old", AT_T),
+                ("Ann", "n", "1.50", AT_T, "1.50", AT_T),
+                ("Ann", "ok", "true", AT_T, "true", AT_T),
+                ("Ann", "o", '{"k":[1,"é"]}', AT_T, '{"k":[1,"é"]}', AT_T),
+            ],
+            key=repr,
+        ),
     }
 
 

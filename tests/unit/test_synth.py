@@ -248,8 +248,23 @@ def test_has_aliases_property_sets_and_checkouts_in_last_week(
     assert len(last_week) >= 20
     # The funnel: people who pay are people who signed up (and were aliased to an email).
     assert {obj["_p"] for obj in checkouts} <= emails
-    assert all(re.fullmatch(r"\d+\.\d\d", obj["billed amount"]) for obj in checkouts)
+    assert all(re.fullmatch(r"\d+\.\d\d", obj["billing amount"]) for obj in checkouts)
     assert all(obj["plan name"] for obj in checkouts)
+
+
+def test_has_refunds_and_a_homepage_experiment_with_two_sticky_variations(
+    clean_objects: list[dict[str, Any]],
+) -> None:
+    refunds = [obj for obj in clean_objects if obj.get("_n") == "refunded"]
+    assert len(refunds) >= 10
+    assert all(re.fullmatch(r"-\d+\.\d\d", obj["billing amount"]) for obj in refunds)
+    shown: defaultdict[str, set[str]] = defaultdict(set)
+    for obj in clean_objects:
+        if "homepage variation" in obj:
+            shown[obj["_p"]].add(obj["homepage variation"])
+    assert set().union(*shown.values()) == {"Control", "Variation B"}
+    both = sum(len(variations) == 2 for variations in shown.values())
+    assert 0 < both < len(shown) / 10, "a few identities see both variations, most see one"
 
 
 def test_anonymous_ids_look_like_kissmetrics_ids(clean_objects: list[dict[str, Any]]) -> None:

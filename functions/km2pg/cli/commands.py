@@ -1,4 +1,4 @@
-"""The ``km2pg`` command: load, status, prune, migrate, backfill, dsn, psql, demo.
+"""The ``km2pg`` command: load, status, prune, migrate, backfill, dsn, psql, demo, report.
 
 The database is ``--dsn``, else ``KM2PG_DSN``, else the embedded local PostgreSQL. Errors are one
 line on stderr, never a traceback; the exit status is non-zero when anything failed.
@@ -12,13 +12,15 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from km2pg import db, sources
-from km2pg.cli import local
+from km2pg import citus, db, sources
+from km2pg.cli import local, report
 from km2pg.cli.demo import run_demo
 from km2pg.cli.loading import load_with_progress
+from km2pg.cli.report_html import make_report
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.errors import ConfigError, Km2pgError
 from km2pg.forget import describe, forget
@@ -118,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     forgetting.set_defaults(func=cmd_forget)
 
     migrate = commands.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    migrate.add_argument(
+        "--no-distribute",
+        dest="distribute",
+        action="store_false",
+        help="on a Citus cluster, keep plain tables on the coordinator (default: distribute them)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     backfill = commands.add_parser(
@@ -149,7 +157,61 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--files", type=_positive, default=48)
     demo.add_argument("--folder", help="where to write the sample export (default: a temp folder)")
     demo.set_defaults(func=cmd_demo)
+    _add_report(commands, common)
     return parser
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _add_report(commands: Any, common: argparse.ArgumentParser) -> None:
+    report_ = commands.add_parser(
+        "report",
+        parents=[common],
+        help="insights as tables and a self-contained HTML file with charts",
+        description="Print the insights of a date range and write them as one HTML file with "
+        "charts (it opens offline). Left-out options take defaults from the data; see README.",
+    )
+    report_.add_argument(
+        "--since",
+        type=_date,
+        metavar="DATE",
+        help="first day, UTC (default: 30 days before --until)",
+    )
+    report_.add_argument(
+        "--until",
+        type=_date,
+        metavar="DATE",
+        help="the day after the last, UTC (default: the day after the newest event)",
+    )
+    report_.add_argument(
+        "--funnel", metavar="A,B,C", help="funnel steps (default: the 3 actions most people did)"
+    )
+    report_.add_argument(
+        "--retention",
+        metavar="FIRST,RETURN",
+        help="retention's first and return action (default: the funnel's first, twice)",
+    )
+    report_.add_argument(
+        "--experiment", metavar="KEY", help="A/B test property (default: one named like it)"
+    )
+    report_.add_argument(
+        "--conversion", metavar="ACTION", help="A/B conversion (default: the funnel's last step)"
+    )
+    report_.add_argument(
+        "--revenue", metavar="KEY", help="revenue property (default: 'billing amount' if loaded)"
+    )
+    report_.add_argument(
+        "--out",
+        default="km2pg-report.html",
+        metavar="FILE.html",
+        help="the HTML file (default: km2pg-report.html)",
+    )
+    report_.set_defaults(func=cmd_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,13 +326,16 @@ def _lines_of(path: str) -> list[str]:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     with db.connection(resolve_settings(args.dsn)) as con:
-        applied = db.migrate(con)
+        applied = db.migrate(con, distribute=args.distribute)
         version = db.schema_version(con)
+        distributed = citus.is_distributed(con)
     if applied:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         print(f"applied {names}; schema is at version {version}")
     else:
         print(f"schema is up to date (version {version})")
+    if distributed:
+        print("tables are distributed over the Citus cluster")
     return 0
 
 
@@ -331,6 +396,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(
         resolve_settings(args.dsn), lines=args.lines, files=args.files, folder=args.folder
     )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    retention = report.parse_list(args.retention) if args.retention else None
+    if retention is not None and len(retention) != 2:
+        raise ConfigError("--retention takes two actions: FIRST,RETURN")
+    request = report.Request(
+        since=args.since,
+        until=args.until,
+        funnel=report.parse_list(args.funnel) if args.funnel else None,
+        retention=(retention[0], retention[1]) if retention else None,
+        experiment=args.experiment,
+        conversion=args.conversion,
+        revenue=args.revenue,
+    )
+    make_report(resolve_settings(args.dsn), request, Path(args.out))
+    return 0
 
 
 def _duration(seconds: float) -> str:

@@ -8,8 +8,19 @@ from typing import Any, Final
 
 from km2pg import db, sources
 from km2pg.cli.loading import load_with_progress
+from km2pg.cli.report import Request
+from km2pg.cli.report_html import make_report
 from km2pg.cli.synth import generate_export
 from km2pg.dsn import ConnectionSettings
+from km2pg.errors import ConfigError
+
+# The demo's report names what the sample data holds: the sign-up funnel, and the homepage
+# experiment, whose variation B lifts sign-ups.
+DEMO_REPORT: Final = Request(
+    funnel=("visited site", "signed up", "checkout successful"),
+    experiment="homepage variation",
+    conversion="signed up",
+)
 
 FOUNDING_QUERY: Final = """
 select count(1)
@@ -68,8 +79,18 @@ def run_demo(
     print(f"Loading it into {settings.describe()} ...")
     results = load_with_progress(settings, list(sources.discover_local(target / "revisions")))
     with db.connection(settings) as con:
+        # Fresh tables have no statistics until autovacuum comes by; the insights' plans need them.
+        con.run("ANALYZE")
         con.run("SET search_path = km2pg, public")
         show(con, export.lines)
+    print()
+    try:
+        make_report(settings, DEMO_REPORT, target / "km2pg-report.html")
+    except ConfigError as error:  # the [report] extra is not installed
+        print(f"(no report: {error})")
+    print()
+    print('Try it yourself: km2pg psql (search_path is km2pg there), or psql "$(km2pg dsn)";')
+    print("km2pg report --help for other ranges, funnels and experiments.")
     return 1 if any(r.failed for r in results) else 0
 
 
@@ -92,8 +113,6 @@ def show(con: db.Connection, lines: int) -> None:
         f"  {visited:,} visited -> {signed:,} signed up ({_pct(signed, visited)}) -> "
         f"{bought:,} checked out after signing up ({_pct(bought, signed)})"
     )
-    print()
-    print('Try it yourself: km2pg psql (search_path is km2pg there), or psql "$(km2pg dsn)".')
 
 
 def _pct(part: int, whole: int) -> str:

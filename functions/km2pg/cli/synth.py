@@ -4,7 +4,8 @@
 ``status.csv``) for the demo, the benchmark and the tests. The data is a population of visitors of
 "heartr", a small fitness-gadget shop with paid plans: anonymous visits, product views, carts,
 sign-ups joined to an email identity by alias lines (sometimes from a second device, sometimes in
-reverse argument order), property sets (some with non-ASCII values) and a checkout funnel.
+reverse argument order), property sets (some with non-ASCII values), a checkout funnel with
+billing amounts and some refunds, and a homepage A/B experiment.
 
 Lines are written in receive order: each line slot has a clock that walks the span with a daily
 rhythm, and the line is the next due event of the sessions open at that moment, so ``_t`` mostly
@@ -66,6 +67,15 @@ SIGNUP_RATE: Final = 0.12
 
 REVERSED_ALIAS_RATE: Final = 0.15
 """Alias lines written as (email, anonymous id) instead of (anonymous id, email)."""
+
+VARIANT_B_SIGNUP_LIFT: Final = 1.3
+"""The homepage experiment's effect: visitors shown "Variation B" sign up this much more often."""
+
+SECOND_VARIANT_RATE: Final = 0.03
+"""Visits that show a visitor the other homepage variation than the one they were assigned."""
+
+REFUND_RATE: Final = 0.06
+"""Successful checkouts refunded later in the session (a negative billing amount)."""
 
 CHECKOUT_AFTER_SIGNUP_RATE: Final = 0.45
 CHECKOUT_LATER_RATE: Final = 0.20
@@ -230,7 +240,7 @@ _TYPED_VALUES: Final = (
     ("newsletter", True),
     ("returning", False),
     ("coupon", None),
-    ("billed amount", 49),
+    ("billing amount", 49),
 )
 
 
@@ -397,12 +407,13 @@ class _Clock:
 
 
 class _Visitor:
-    __slots__ = ("anon", "busy_until", "email", "paid")
+    __slots__ = ("anon", "busy_until", "email", "paid", "variant")
 
     def __init__(self, anon: str) -> None:
         self.anon = anon
         self.email: str | None = None
         self.paid = False
+        self.variant = ""
         self.busy_until = 0
 
 
@@ -497,7 +508,7 @@ class _Writer:
             return 0
         return 1 + int(rng.expovariate(1 / 40))
 
-    def _visit(self, p: str) -> Obj:
+    def _visit(self, p: str, v: _Visitor) -> Obj:
         rng = self.rng
         referrer = _REFERRERS[rng.randrange(len(_REFERRERS))]
         props: list[tuple[str, Any]] = []
@@ -509,8 +520,15 @@ class _Writer:
             source, name = _CAMPAIGNS[rng.randrange(len(_CAMPAIGNS))]
             props.append(("campaign source", source))
             props.append(("campaign name", name))
-        if rng.random() < 0.3:
-            props.append(("homepage variation", "Variation B" if rng.random() < 0.5 else "Control"))
+        # The homepage experiment: each visitor is assigned a variation on their first visit and
+        # sees it again on about half of their visits (a few see the other one).
+        if not v.variant or rng.random() < 0.5:
+            if not v.variant:
+                v.variant = "Variation B" if rng.random() < 0.5 else "Control"
+            shown = v.variant
+            if rng.random() < SECOND_VARIANT_RATE:
+                shown = "Control" if shown == "Variation B" else "Variation B"
+            props.append(("homepage variation", shown))
         return self._event("visited site", p, tuple(props))
 
     # -- one session ------------------------------------------------------------------------------
@@ -534,7 +552,8 @@ class _Writer:
         p = self._arrive(steps, v, first)
         self._browse(steps, p)
         just_signed_up = False
-        if v.email is None and self.rng.random() < SIGNUP_RATE:
+        lift = VARIANT_B_SIGNUP_LIFT if v.variant == "Variation B" else 1.0
+        if v.email is None and self.rng.random() < SIGNUP_RATE * lift:
             p = self._sign_up(steps, v)
             just_signed_up = True
         if v.email is not None:
@@ -552,7 +571,7 @@ class _Writer:
         if new_device:
             v.anon = self._anon_id()
         p = v.email if v.email is not None and not new_device else v.anon
-        steps.append((0, self._visit(p)))
+        steps.append((0, self._visit(p, v)))
         if first and rng.random() < 0.6:
             country, city = _GEO[rng.randrange(len(_GEO))]
             geo: tuple[tuple[str, Any], ...] = (("country", country), ("city", city))
@@ -609,11 +628,14 @@ class _Writer:
         plan, amount = _PLANS[rng.randrange(len(_PLANS))]
         steps.append((self._gap(), self._event("checkout started", p, (("plan name", plan),))))
         if rng.random() < CHECKOUT_SUCCESS_RATE:
-            paid = (("billed amount", amount), ("plan name", plan))
+            paid = (("billing amount", amount), ("plan name", plan))
             steps.append((self._gap(), self._event("checkout successful", p, paid)))
             v.paid = True
             if rng.random() < 0.7:
                 steps.append((0, self._props(p, (("plan", plan), ("customer", "yes")))))
+            if rng.random() < REFUND_RATE:
+                refund = (("billing amount", f"-{amount}"), ("plan name", plan))
+                steps.append((self._gap() + 600, self._event("refunded", p, refund)))
 
     # -- writing --------------------------------------------------------------------------------
 

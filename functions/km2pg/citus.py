@@ -1,0 +1,158 @@
+"""km2pg on a Citus cluster: which tables are sharded, which are copied to every node, and how.
+
+Citus (https://docs.citusdata.com) shards a table across worker nodes by a distribution column,
+or copies a small table to every node as a *reference table*. km2pg's layout:
+
+- the dictionaries (users, aliases, actions, keys) are reference tables: every fact joins them,
+  and a join with a reference table runs on each worker without moving rows;
+- events is distributed by eventid, and event_actions and event_properties are distributed by
+  eventid *colocated* with it: the rows of one event sit on one node, so the founding query's
+  joins run whole on the workers. Month partitions made later are distributed and colocated
+  too (Citus does it for every partition of a distributed table);
+- the ledger (files, rejects) and schema_migrations stay plain tables on the coordinator: small,
+  written once per file, read by the coordinator alone.
+
+Adding a table to the layout is one line of :data:`LAYOUT`. Distribution happens once: a table
+already in Citus' metadata is left alone, so running it again does nothing.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Final
+
+from pg8000.native import Connection
+
+from km2pg.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one km2pg table lives on a cluster: ``column`` None makes a reference table."""
+
+    table: str
+    column: str | None = None
+    colocate_with: str | None = None
+
+    @property
+    def relation(self) -> str:
+        return f"km2pg.{self.table}"
+
+
+# In dependency order: a colocated table after the table it follows.
+LAYOUT: Final = (
+    Placement("users"),
+    Placement("aliases"),
+    Placement("actions"),
+    Placement("keys"),
+    Placement("events", column="eventid"),
+    Placement("event_actions", column="eventid", colocate_with="events"),
+    Placement("event_properties", column="eventid", colocate_with="events"),
+)
+DISTRIBUTED_MARKER: Final = "events"
+"""The table whose distribution says the schema is laid out for Citus."""
+
+
+def has_citus(con: Connection) -> bool:
+    """Whether the database has the citus extension (so Citus' catalogs can be read)."""
+    return bool(con.run("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')")[0][0])
+
+
+def is_cluster(con: Connection) -> bool:
+    """Citus with at least one active worker node registered: a cluster to distribute over."""
+    if not has_citus(con):
+        return False
+    return bool(
+        con.run("SELECT EXISTS (SELECT FROM pg_catalog.citus_get_active_worker_nodes())")[0][0]
+    )
+
+
+def is_citus_table(con: Connection, relation: str) -> bool:
+    """Whether Citus knows the table (distributed, reference or Citus-managed local)."""
+    if not has_citus(con):
+        return False
+    return bool(
+        con.run(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition"
+            " WHERE logicalrelid = to_regclass(CAST(:r AS text)))",
+            r=relation,
+        )[0][0]
+    )
+
+
+def is_distributed(con: Connection) -> bool:
+    """Whether km2pg's schema is laid out for Citus here."""
+    return is_citus_table(con, f"km2pg.{DISTRIBUTED_MARKER}")
+
+
+def distribute(con: Connection) -> list[str]:
+    """Distribute every table of :data:`LAYOUT` that is not distributed yet; returns their names.
+
+    Each table in its own transaction (Citus moves any rows already there into shards), so a
+    failure halfway leaves the others done and a rerun finishes the job. The caller holds the
+    migration lock.
+    """
+    require_coordinator_in_metadata(con)
+    done = []
+    for placement in LAYOUT:
+        if con.run("SELECT to_regclass(CAST(:r AS text)) IS NULL", r=placement.relation)[0][0]:
+            continue  # not made by this schema version
+        if is_citus_table(con, placement.relation):
+            continue
+        con.run("BEGIN")
+        try:
+            _place(con, placement)
+        except BaseException:
+            with suppress(Exception):  # a lost connection has rolled back already
+                con.run("ROLLBACK")
+            raise
+        con.run("COMMIT")
+        done.append(placement.table)
+    return done
+
+
+def require_coordinator_in_metadata(con: Connection) -> None:
+    """The loader joins its temporary tables with reference tables on the coordinator, which
+    needs the coordinator's own copy of them: Citus keeps one only on a registered coordinator
+    (else "direct joins between distributed and local tables are not supported")."""
+    registered = con.run("SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_node WHERE groupid = 0)")
+    if not registered[0][0]:
+        raise SchemaError(
+            "Citus: register the coordinator before km2pg distributes its tables: "
+            "SELECT citus_set_coordinator_host('<its host as the workers reach it>', <port>)"
+        )
+
+
+def _place(con: Connection, placement: Placement) -> None:
+    if placement.column is None:
+        con.run("SELECT create_reference_table(CAST(:r AS regclass))", r=placement.relation)
+        return
+    con.run(
+        "SELECT create_distributed_table(CAST(:r AS regclass), :column,"
+        " colocate_with => :colocate)",
+        r=placement.relation,
+        column=placement.column,
+        colocate=f"km2pg.{placement.colocate_with}" if placement.colocate_with else "default",
+    )
+
+
+# Each shard's own estimate, read on the node that holds it ('%s' is where Citus puts the
+# shard's name); a table's rows are counted once however many nodes hold a copy.
+_SHARD_ROWS: Final = "SELECT reltuples FROM pg_class WHERE oid = '%s'::regclass"
+_SIZE_AND_ROWS: Final = """
+SELECT coalesce(sum(citus_total_relation_size(p.relid)), 0),
+       coalesce(sum((SELECT sum(greatest(CAST(r.result AS real), 0))
+                       FROM run_command_on_shards(p.relid, :command) r WHERE r.success)), 0)
+  FROM (SELECT relid FROM pg_partition_tree(CAST(:r AS regclass))
+        UNION SELECT CAST(:r AS regclass)) AS p
+  JOIN pg_class c ON c.oid = p.relid
+ WHERE c.relkind <> 'p'  -- a partitioned table's shards count their partitions' rows again
+"""
+
+
+def size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
+    """Bytes on all nodes (a reference table's copy on each counts) and estimated rows of a
+    Citus table over all its partitions' shards: the coordinator's own tables are empty."""
+    size, rows = con.run(_SIZE_AND_ROWS, r=relation, command=_SHARD_ROWS)[0]
+    return int(size), int(rows)

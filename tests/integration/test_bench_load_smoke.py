@@ -1,0 +1,38 @@
+"""``make bench`` at a tiny size, so the script cannot rot between full runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_load_at_a_tiny_size_prints_every_case_on_both_servers():
+    env = {k: v for k, v in os.environ.items() if k != "KM2PG_BENCH_CITUS_DSN"}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--lines", "2000"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    table = [line for line in run.stdout.splitlines() if line.startswith(("embedded ", "default "))]
+    cases = (
+        "1 file, km2pg load (CLI)",
+        "10 files, one process, no workers (Lambda)",
+        "10 files, km2pg load (CLI)",
+        "40 files, km2pg load --jobs 4",
+    )
+    for server in ("embedded", "default"):
+        for case in cases:
+            rows = [line for line in table if line.startswith(server) and case in line]
+            assert len(rows) == 1, (server, case)
+    assert "per-step seconds of the one-process case" in run.stdout
+    assert "loading the 1-file export again (skipped)" in run.stdout
+    assert "no Citus row" in run.stdout
