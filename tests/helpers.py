@@ -310,3 +310,22 @@ def _load_worker(
         # Leave the reason where the test can show it (a child's stderr is easily lost).
         Path(report).write_text(traceback.format_exc())
         raise
+
+
+def load_demo_database(
+    admin: ConnectionSettings, template: str, folder: Path, *, lines: int, files: int
+) -> ConnectionSettings:
+    """A new database holding demo data (28 days up to now, as ``km2pg demo`` makes it, at
+    ``lines`` lines in ``files`` files), loaded and analyzed; drop it with conftest's
+    ``drop_database``."""
+    from tests.conftest import create_database
+
+    generate_export(folder, lines=lines, files=files, days=28.0)
+    settings = create_database(admin, template)
+    with db.connection(settings) as con:
+        load.prepare_connection(con)
+        for file in discover_local(folder / "revisions"):
+            assert load.load_file(con, file).status == "loaded"
+        # Fresh tables have no statistics yet; the insight functions' plans need them.
+        con.run("ANALYZE")
+    return settings

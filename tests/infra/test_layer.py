@@ -117,6 +117,24 @@ def test_every_context_key_is_in_cdk_json_and_documented() -> None:
         assert f"`{key}`" in deploy, f"{key} is not documented in the README"
 
 
+def run_app(context: dict[str, object], outdir: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m infra.app`` from the root, as the CDK CLI runs it (context as it passes it)."""
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "infra.app"],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "CDK_OUTDIR": str(outdir),
+            "CDK_CONTEXT_JSON": json.dumps(context),
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
 def test_app_module_runs_as_the_cdk_json_command(tmp_path: Path) -> None:
     """``python -m infra.app`` from the root, as the CLI runs it (context as the CLI passes it)."""
     context = {
@@ -124,40 +142,14 @@ def test_app_module_runs_as_the_cdk_json_command(tmp_path: Path) -> None:
         **USER_VALUES,
         "aws:cdk:bundling-stacks": [],
     }
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "infra.app"],
-        cwd=ROOT,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "CDK_OUTDIR": str(tmp_path),
-            "CDK_CONTEXT_JSON": json.dumps(context),
-            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_app(context, tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "Km2pg.template.json").is_file()
 
 
 def test_the_app_refuses_cdk_json_as_shipped_in_one_line(tmp_path: Path) -> None:
     context = {**json.loads(CDK_JSON.read_text())["context"], "aws:cdk:bundling-stacks": []}
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "infra.app"],
-        cwd=ROOT,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "CDK_OUTDIR": str(tmp_path),
-            "CDK_CONTEXT_JSON": json.dumps(context),
-            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_app(context, tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("km2pg: dbSecretArn is cdk.json's placeholder")
     assert "Traceback" not in result.stderr

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from km2pg import db, load
-from km2pg.cli.synth import generate_export
-from km2pg.sources import discover_local
+from km2pg import db
+from tests.helpers import load_demo_database
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.DOTALL)
@@ -40,15 +39,10 @@ def test_the_insights_section_has_an_example_of_every_object():
 @pytest.fixture(scope="module")
 def demo(pg_admin, template_database, tmp_path_factory):
     """The demo's data (as ``km2pg demo`` writes it: 28 days up to now), smaller."""
-    from tests.conftest import create_database, drop_database
+    from tests.conftest import drop_database
 
     folder = tmp_path_factory.mktemp("demo")
-    generate_export(folder, lines=40_000, files=4, days=28.0)
-    settings = create_database(pg_admin, template_database)
-    with db.connection(settings) as con:
-        load.prepare_connection(con)
-        for file in discover_local(folder / "revisions"):
-            assert load.load_file(con, file).status == "loaded"
+    settings = load_demo_database(pg_admin, template_database, folder, lines=40_000, files=4)
     con = db.connect(settings)
     try:
         yield con

@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from km2pg import db, load
-from km2pg.cli.synth import generate_export
-from km2pg.sources import discover_local
-from tests.helpers import dsn_of, km2pg
+from tests.helpers import dsn_of, km2pg, load_demo_database
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -83,17 +80,10 @@ def browser():
 @pytest.fixture(scope="module")
 def demo_dsn(pg_admin, template_database, tmp_path_factory):
     """A database holding demo data (28 days up to now, as ``km2pg demo`` makes), smaller."""
-    from tests.conftest import create_database, drop_database
+    from tests.conftest import drop_database
 
     folder = tmp_path_factory.mktemp("demo")
-    generate_export(folder, lines=30_000, files=3, days=28.0)
-    settings = create_database(pg_admin, template_database)
-    with db.connection(settings) as con:
-        load.prepare_connection(con)
-        for file in discover_local(folder / "revisions"):
-            assert load.load_file(con, file).status == "loaded"
-        # Fresh tables have no statistics yet; the insight functions' plans need them.
-        con.run("ANALYZE")
+    settings = load_demo_database(pg_admin, template_database, folder, lines=30_000, files=3)
     yield dsn_of(settings)
     drop_database(pg_admin, settings)
 
