@@ -300,6 +300,8 @@ class ReconcilerFunction(ScheduledFunction):
                 Env.QUEUE_URL: queue.queue.queue_url,
                 Env.EXPORT_BUCKET: exports.bucket.bucket_name,
                 Env.EXPORT_PREFIX: settings.export_prefix,
+                # Files queued within it may still be in flight: not queued again until then.
+                Env.QUEUE_VISIBILITY_SECONDS: str(settings.queue_visibility_seconds),
             },
         )
         exports.grant_list_exports(self.role)

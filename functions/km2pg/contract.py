@@ -44,6 +44,8 @@ class Env:
     ENQUEUE_LIMIT: Final = "KM2PG_ENQUEUE_LIMIT"
     RECONCILE_MIN_AGE_MINUTES: Final = "KM2PG_RECONCILE_MIN_AGE_MINUTES"
     LOADER_TIME_MARGIN_SECONDS: Final = "KM2PG_LOADER_TIME_MARGIN_SECONDS"
+    QUEUE_VISIBILITY_SECONDS: Final = "KM2PG_QUEUE_VISIBILITY_SECONDS"
+    """The load queue's visibility timeout: the reconciler queues a file again only after it."""
     # Powertools' own variables, set by the stack.
     POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
     POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
@@ -76,6 +78,8 @@ class Metric:
     TLS verification, a malformed secret)."""
     FILES_OVERDUE: Final = "FilesOverdue"
     """Export files older than the reconciler's grace period that the ledger has not settled."""
+    FILES_IN_FLIGHT: Final = "FilesInFlight"
+    """Unsettled files the reconciler held back: queued within the visibility timeout."""
     IDENTITIES_FORGOTTEN: Final = "IdentitiesForgotten"
 
 

@@ -3,6 +3,11 @@
 This heals a missed notification and loads history that predates the deployment, through the
 same queue, loader and exactly-once ledger. Files that failed for their data are not queued
 again (they would fail the same way); files that could not be read are.
+
+A file queued by an earlier run may still be waiting in the queue or being loaded. Its message
+comes back (or is loaded) within the queue's visibility timeout, so the reconciler records when
+it queued each file (``km2pg.queued``) and holds a file back while that time is within the
+window: a second message would only be skipped by the ledger, after reading the whole file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from km2pg.sources import export_key, is_revision_key
 SQS_BATCH: Final = 10
 DEFAULT_MIN_AGE: Final = timedelta(minutes=15)
 """Objects younger than this are left to their own notification."""
+DEFAULT_IN_FLIGHT: Final = timedelta(hours=1)
+"""How long a queued file's message may be in flight: the queue's visibility timeout (the stack
+makes it six times the loader's default 600 s timeout)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,8 @@ class ReconcileResult:
     listed: int
     pending: int
     enqueued: int
+    in_flight: int = 0
+    """Pending files held back: queued within the visibility timeout, maybe still in flight."""
 
 
 def list_exports(
@@ -75,8 +85,34 @@ def pending(con: Connection, listing: Iterable[ObjectRef]) -> list[ObjectRef]:
     return sorted(todo, key=lambda ref: (export_key(ref.key)[1], ref.key))
 
 
-def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
-    """Send one message per file, ten per request; raises SourceError if SQS refuses any."""
+def in_flight_keys(con: Connection, since: datetime) -> set[str]:
+    """Export keys queued after ``since``: their message may still be waiting or loading."""
+    rows = db.rows(con, "SELECT export_key FROM km2pg.queued WHERE queued_at > :since", since=since)
+    return {row[0] for row in rows}
+
+
+def record_queued(con: Connection, refs: Iterable[ObjectRef], at: datetime) -> None:
+    """Record that these files were queued at ``at``: one statement for the whole run."""
+    keys = sorted({export_key(ref.key)[0] for ref in refs})
+    if not keys:
+        return
+    con.run(
+        """
+        INSERT INTO km2pg.queued (export_key, queued_at)
+        SELECT unnest(CAST(:keys AS text[])), :at
+            ON CONFLICT (export_key) DO UPDATE SET queued_at = EXCLUDED.queued_at
+        """,
+        keys=keys,
+        at=at,
+    )
+
+
+def enqueue(
+    sqs: Any, queue_url: str, refs: Iterable[ObjectRef], accepted: list[ObjectRef] | None = None
+) -> int:
+    """Send one message per file, ten per request; raises SourceError if SQS refuses any.
+
+    ``accepted`` collects the files SQS took, also when a later request fails."""
     sent = 0
     batch: list[ObjectRef] = []
 
@@ -96,6 +132,8 @@ def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
                 f"{failed[0].get('Message', failed[0].get('Code'))}"
             )
         sent += len(entries)
+        if accepted is not None:
+            accepted.extend(batch)
         batch.clear()
 
     for ref in refs:
@@ -105,6 +143,17 @@ def enqueue(sqs: Any, queue_url: str, refs: Iterable[ObjectRef]) -> int:
     if batch:
         flush()
     return sent
+
+
+def visibility_timeout(sqs: Any, queue_url: str) -> timedelta:
+    """The queue's visibility timeout, as SQS reports it."""
+    try:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+    except (ClientError, BotoCoreError) as error:
+        raise SourceError(f"cannot read the load queue's visibility timeout: {error}") from None
+    return timedelta(seconds=int(attributes["VisibilityTimeout"]))
 
 
 def reconcile(
@@ -117,13 +166,26 @@ def reconcile(
     queue_url: str,
     limit: int | None = None,
     min_age: timedelta = DEFAULT_MIN_AGE,
+    in_flight_for: timedelta = DEFAULT_IN_FLIGHT,
     now: datetime | None = None,
 ) -> ReconcileResult:
-    """Queue up to ``limit`` export files that are in the bucket but not in the ledger."""
-    cutoff = (now or datetime.now(UTC)) - min_age
-    listing = list(list_exports(s3, bucket, prefix, older_than=cutoff))
+    """Queue up to ``limit`` export files that are in the bucket but not in the ledger, except
+    those queued within ``in_flight_for`` (the queue's visibility timeout; 0 queues them all)."""
+    now = now or datetime.now(UTC)
+    listing = list(list_exports(s3, bucket, prefix, older_than=now - min_age))
     todo = pending(con, listing)
-    chosen = todo if limit is None else todo[:limit]
+    flying = in_flight_keys(con, now - in_flight_for) if in_flight_for > timedelta(0) else set()
+    ready = [ref for ref in todo if export_key(ref.key)[0] not in flying]
+    chosen = ready if limit is None else ready[:limit]
+    accepted: list[ObjectRef] = []
+    try:
+        enqueue(sqs, queue_url, chosen, accepted)
+    finally:
+        # Whatever SQS took is in flight, even if a later request failed.
+        record_queued(con, accepted, now)
     return ReconcileResult(
-        listed=len(listing), pending=len(todo), enqueued=enqueue(sqs, queue_url, chosen)
+        listed=len(listing),
+        pending=len(todo),
+        enqueued=len(accepted),
+        in_flight=len(todo) - len(ready),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -96,7 +97,7 @@ def test_reconciler_queues_exactly_the_files_not_loaded_and_counts_them_overdue(
     monkeypatch.setenv("KM2PG_RECONCILE_MIN_AGE_MINUTES", "0")
     runtime.reset()
     summary = reconciler.handler(schedule_event(), context)
-    assert summary == {"listed": 5, "pending": 4, "enqueued": 4}
+    assert summary == {"listed": 5, "pending": 4, "enqueued": 4, "in_flight": 0}
     assert queued(aws) == [f"revisions/{n}.json" for n in (1, 3, 4, 5)]
     assert emitted(capsys.readouterr().out)["FilesOverdue"] == [4.0]
 
@@ -135,6 +136,77 @@ def test_backfill_command_queues_history(aws, database, capsys):
     assert len(queued(aws)) == 23
 
 
+def test_a_queued_file_is_not_queued_again_within_the_visibility_timeout(aws, database):
+    put(aws, "revisions/11.json", export_body(11))
+    first = datetime.now(UTC) + timedelta(hours=1)
+    window = timedelta(minutes=10)
+    assert reconcile_now(aws, database, now=first, in_flight_for=window).enqueued == 1
+    assert queued(aws) == ["revisions/11.json"]
+    put(aws, "revisions/12.json", export_body(12))
+    within = reconcile_now(
+        aws, database, now=first + window - timedelta(seconds=1), in_flight_for=window
+    )
+    assert (within.pending, within.enqueued, within.in_flight) == (2, 1, 1)
+    assert queued(aws) == ["revisions/12.json"]
+    after = reconcile_now(
+        aws, database, now=first + window + timedelta(seconds=1), in_flight_for=window
+    )
+    assert (after.pending, after.enqueued, after.in_flight) == (2, 1, 1)
+    assert queued(aws) == ["revisions/11.json"]
+
+
+def test_the_reconciler_records_when_it_queued_each_file(aws, database):
+    put(aws, "revisions/13.json", export_body(13))
+    put(aws, "revisions/14.json.gz", gzip.compress(export_body(14)))
+    at = datetime.now(UTC) + timedelta(hours=1)
+    reconcile_now(aws, database, now=at)
+    with db.connection(database) as con:
+        recorded = db.rows(con, "select export_key, queued_at from km2pg.queued order by 1")
+    assert recorded == [["revisions/13.json", at], ["revisions/14.json", at]]
+
+
+def test_a_loaded_file_is_never_queued_even_after_the_visibility_timeout(aws, database, context):
+    put(aws, "revisions/15.json", export_body(15))
+    first = datetime.now(UTC) + timedelta(hours=1)
+    reconcile_now(aws, database, now=first, in_flight_for=timedelta(minutes=10))
+    message = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"][0]
+    assert loader.handler(sqs_event(message["Body"]), context)["batchItemFailures"] == []
+    later = reconcile_now(aws, database, now=first + timedelta(days=1))
+    assert (later.pending, later.enqueued, later.in_flight) == (0, 0, 0)
+
+
+def test_the_reconciler_handler_reports_files_held_back_as_in_flight(
+    aws, database, context, monkeypatch, capsys, caplog
+):
+    put(aws, "revisions/16.json", export_body(16))
+    monkeypatch.setenv("KM2PG_RECONCILE_MIN_AGE_MINUTES", "0")
+    monkeypatch.setenv("KM2PG_QUEUE_VISIBILITY_SECONDS", "600")
+    runtime.reset()
+    assert reconciler.handler(schedule_event(), context)["enqueued"] == 1
+    capsys.readouterr()
+    summary = reconciler.handler(schedule_event(), context)
+    assert summary == {"listed": 1, "pending": 1, "enqueued": 0, "in_flight": 1}
+    assert emitted(capsys.readouterr().out)["FilesInFlight"] == [1.0]
+    assert [r.__dict__.get("in_flight") for r in caplog.records if r.msg == "reconciled"][-1] == 1
+
+
+def test_backfill_respects_the_queues_visibility_timeout_unless_told_not_to(aws, database, capsys):
+    put(aws, "revisions/17.json", export_body(17))
+    args = ["backfill", "--queue-url", aws.queue_url, "--bucket", BUCKET, "--dsn", database.uri()]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "1 not loaded, 0 queued, 1 held back as in flight" in capsys.readouterr().out
+    assert main([*args, "--requeue-in-flight"]) == 0
+    assert "1 not loaded, 1 queued" in capsys.readouterr().out
+    assert queued(aws) == ["revisions/17.json"] * 2
+
+
+def test_the_visibility_timeout_defaults_to_the_stacks_default():
+    assert Config.from_env({"KM2PG_DSN": "host=x"}).queue_visibility_seconds == 3600
+    config = Config.from_env({"KM2PG_DSN": "host=x", "KM2PG_QUEUE_VISIBILITY_SECONDS": "900"})
+    assert config.queue_visibility_seconds == 900
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -143,6 +215,7 @@ def test_backfill_command_queues_history(aws, database, capsys):
         ({"KM2PG_DSN": "host=x", "KM2PG_RETENTION_DAYS": "soon"}, "KM2PG_RETENTION_DAYS"),
         ({"KM2PG_DSN": "host=x", "KM2PG_MAX_REJECT_SHARE": "2"}, "KM2PG_MAX_REJECT_SHARE"),
         ({"KM2PG_DSN": "host=x", "KM2PG_DB_SSLMODE": "verify-full"}, "KM2PG_DB_SSLROOTCERT"),
+        ({"KM2PG_DSN": "host=x", "KM2PG_QUEUE_VISIBILITY_SECONDS": "-1"}, "KM2PG_QUEUE_VIS"),
     ],
 )
 def test_configuration_errors_name_the_variable(env, message):

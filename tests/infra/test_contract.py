@@ -85,6 +85,13 @@ def test_the_parsed_environment_carries_the_settings_values(existing_vpc: Synth)
     assert loader.sslrootcert == "/var/task/certs/global-bundle.pem"
     pruner = Config.from_env(environment(by_handler[Handler.PRUNER]))
     assert pruner.retention_days == 400
+    reconciler = Config.from_env(environment(by_handler[Handler.RECONCILER]))
+    [queue] = [
+        q
+        for q in existing_vpc.resources("AWS::SQS::Queue").values()
+        if "RedrivePolicy" in q["Properties"]
+    ]
+    assert reconciler.queue_visibility_seconds == queue["Properties"]["VisibilityTimeout"]
 
 
 def emitted_metrics() -> set[str]:

@@ -26,7 +26,7 @@ from km2pg.errors import ConfigError, Km2pgError
 from km2pg.forget import describe, forget
 from km2pg.load import DEFAULT_MAX_REJECT_SHARE
 from km2pg.prune import prune
-from km2pg.reconcile import reconcile
+from km2pg.reconcile import reconcile, visibility_timeout
 from km2pg.status import status as database_status
 
 EXIT_FAILED = 1
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--bucket", required=True, help="the export bucket")
     backfill.add_argument("--prefix", default="revisions/", help="default: revisions/")
     backfill.add_argument("--limit", type=_positive, help="queue at most this many files")
+    backfill.add_argument(
+        "--requeue-in-flight",
+        action="store_true",
+        help="also queue files queued within the queue's visibility timeout (default: hold "
+        "them back, their message may still be loading)",
+    )
     backfill.set_defaults(func=cmd_backfill)
 
     dsn = commands.add_parser(
@@ -342,21 +348,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     import boto3  # noqa: PLC0415 - boto3 takes a second to import; only backfill needs it
 
+    sqs = boto3.client("sqs")
+    # Like the reconciler, hold back files queued within the queue's own visibility timeout
+    # (read from the queue; a laptop has no stack settings): a second message would only be
+    # skipped by the ledger after reading the file. --requeue-in-flight sends them anyway.
+    in_flight_for = (
+        timedelta(0) if args.requeue_in_flight else visibility_timeout(sqs, args.queue_url)
+    )
     with db.connection(resolve_settings(args.dsn)) as con:
         db.ensure_schema(con)
         result = reconcile(
             con,
             boto3.client("s3"),
-            boto3.client("sqs"),
+            sqs,
             bucket=args.bucket,
             prefix=args.prefix,
             queue_url=args.queue_url,
             limit=args.limit,
             min_age=timedelta(0),
+            in_flight_for=in_flight_for,
         )
     print(
         f"{result.listed:,} export files in s3://{args.bucket}/{args.prefix}, "
         f"{result.pending:,} not loaded, {result.enqueued:,} queued"
+        + (f", {result.in_flight:,} held back as in flight" if result.in_flight else "")
     )
     return 0
 

@@ -27,6 +27,9 @@ DEFAULT_MIN_AGE_MINUTES: Final = 15.0
 """The reconciler leaves younger objects to their own notification."""
 DEFAULT_TIME_MARGIN_SECONDS: Final = 120.0
 """The loader takes no further file once less time than this remains in its invocation."""
+DEFAULT_QUEUE_VISIBILITY_SECONDS: Final = 3600.0
+"""The stack's visibility timeout with the loader's default timeout (6 x 600 s); the reconciler
+queues a file again only after this long."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Config:
     enqueue_limit: int = DEFAULT_ENQUEUE_LIMIT
     min_age_minutes: float = DEFAULT_MIN_AGE_MINUTES
     time_margin_seconds: float = DEFAULT_TIME_MARGIN_SECONDS
+    queue_visibility_seconds: float = DEFAULT_QUEUE_VISIBILITY_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -84,6 +88,9 @@ class Config:
             ),
             time_margin_seconds=_number(
                 env, Env.LOADER_TIME_MARGIN_SECONDS, DEFAULT_TIME_MARGIN_SECONDS, low=0.0
+            ),
+            queue_visibility_seconds=_number(
+                env, Env.QUEUE_VISIBILITY_SECONDS, DEFAULT_QUEUE_VISIBILITY_SECONDS, low=0.0
             ),
         )
 

@@ -32,11 +32,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         queue_url=config.queue_url,
         limit=config.enqueue_limit,
         min_age=timedelta(minutes=config.min_age_minutes),
+        in_flight_for=timedelta(seconds=config.queue_visibility_seconds),
     )
     metrics.add_metric(name=Metric.FILES_ENQUEUED, unit=MetricUnit.Count, value=result.enqueued)
     # Files older than the grace period and still not settled: their notification should have
     # loaded them. Alarmed (above zero); a first backfill of history raises it once, on purpose.
     metrics.add_metric(name=Metric.FILES_OVERDUE, unit=MetricUnit.Count, value=result.pending)
-    summary = {"listed": result.listed, "pending": result.pending, "enqueued": result.enqueued}
+    # Overdue files queued within the visibility timeout: their message may still be loading.
+    metrics.add_metric(name=Metric.FILES_IN_FLIGHT, unit=MetricUnit.Count, value=result.in_flight)
+    summary = {
+        "listed": result.listed,
+        "pending": result.pending,
+        "enqueued": result.enqueued,
+        "in_flight": result.in_flight,
+    }
     logger.info("reconciled", extra={"bucket": config.export_bucket, **summary})
     return summary
