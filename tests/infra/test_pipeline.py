@@ -275,6 +275,7 @@ def test_environment_of_each_function(default: Synth) -> None:
         "KM2PG_QUEUE_URL": ref(default, default.stack.load_queue.queue),
         "KM2PG_EXPORT_BUCKET": ref(default, default.stack.exports.bucket),
         "KM2PG_EXPORT_PREFIX": "revisions/",
+        "KM2PG_QUEUE_VISIBILITY_SECONDS": "3600",
     }
 
 
