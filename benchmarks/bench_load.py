@@ -204,7 +204,8 @@ def run_serial(paths: list[Path], dsn: str) -> ChildRun:
     """Load ``paths`` one after another in one child process, parsing in that process only:
     what the loader function does with a batch of files."""
     return run_child(
-        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)]
+        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)],
+        quiet=True,
     )
 
 
