@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +54,6 @@ from km2pg.sources import local_file
 DEFAULT_LINES: Final = 1_000_000
 SEED: Final = 20_240_601
 DATABASE: Final = "bench"
-STEPS_DATABASE: Final = "bench_steps"
 WARM_UP_DATABASE: Final = "bench_warm_up"
 FLOOR_SCHEMA: Final = "bench_floor"
 READ_CHUNK: Final = 1 << 20
@@ -200,17 +198,16 @@ def floor_seconds(settings: ConnectionSettings, folder: Path) -> dict[str, float
     return floors
 
 
-def run_serial(paths: list[Path], dsn: str) -> ChildRun:
+def run_serial(paths: list[Path], dsn: str, steps: Path) -> ChildRun:
     """Load ``paths`` one after another in one child process, parsing in that process only:
-    what the loader function does with a batch of files."""
-    return run_child(
-        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)],
-        quiet=True,
-    )
+    what the loader function does with a batch of files. Its summed per-step timings are
+    written to ``steps`` (JSON)."""
+    child = [sys.executable, str(Path(__file__).resolve()), "--serial-child", str(steps), dsn]
+    return run_child([*child, *map(str, paths)])
 
 
-def serial_child(dsn: str, paths: list[str]) -> int:
-    """The child of :func:`run_serial`: prints the summed per-step timings as JSON."""
+def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
+    """The child of :func:`run_serial`: writes the summed per-step timings as JSON."""
     timings: dict[str, float] = {}
     with db.connection(parse_dsn(dsn)) as con:
         prepare_connection(con, LoadOptions(parse_in_workers=False))
@@ -221,7 +218,7 @@ def serial_child(dsn: str, paths: list[str]) -> int:
                 return 1
             for step, seconds in result.timings.items():
                 timings[step] = timings.get(step, 0.0) + seconds
-    print(json.dumps(timings))
+    Path(steps).write_text(json.dumps(timings))
     return 0
 
 
@@ -247,6 +244,7 @@ def measure_server(
         drop_database(server, database)
 
     one, hourly, backfill = exports["one"], exports["hourly"], exports["backfill"]
+    steps = work / f"{label}-steps.json"
     total = {key: sum(_lines(p) for p in paths) for key, paths in exports.items()}
     measure("1 file, km2pg load (CLI)", DATABASE, total["one"], lambda dsn: run_load(one[0], dsn))
     # The skip path, on a database that has the file.
@@ -261,13 +259,9 @@ def measure_server(
         f"{len(hourly)} files, one process, no workers (Lambda)",
         DATABASE,
         total["hourly"],
-        lambda dsn: run_serial(hourly, dsn),
+        lambda dsn: run_serial(hourly, dsn, steps),
     )
-    # Once more, unmeasured, for the child's per-step timings.
-    settings = local.ensure_database(server, STEPS_DATABASE)
-    checkpoint(settings)
-    timings = _serial_timings(hourly, server.dsn(STEPS_DATABASE))
-    drop_database(server, STEPS_DATABASE)
+    timings: dict[str, float] = json.loads(steps.read_text())
     measure(
         f"{len(hourly)} files, km2pg load (CLI)",
         DATABASE,
@@ -281,18 +275,6 @@ def measure_server(
         lambda dsn: run_load(backfill[0].parent, dsn, jobs=BACKFILL_JOBS),
     )
     return cases, timings, skip
-
-
-def _serial_timings(paths: list[Path], dsn: str) -> dict[str, float]:
-    """The serial case once more, capturing the child's per-step timings."""
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--serial-child", dsn, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    timings: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return timings
 
 
 def len_lines(paths: list[Path]) -> int:
@@ -390,7 +372,7 @@ def citus_row(path: Path, lines: int, plain: ConnectionSettings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--serial-child"]:
-        return serial_child(arguments[1], arguments[2:])
+        return serial_child(arguments[1], arguments[2], arguments[3:])
     args = parse_args(arguments)
     lines: int = args.lines
     with work_folder("km2pg-bench-", keep=args.keep) as work:

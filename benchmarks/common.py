@@ -36,9 +36,8 @@ class ChildRun:
     """The sum of the peaks of the child and of every process it started (parse workers)."""
 
 
-def run_child(argv: list[str], *, quiet: bool = False) -> ChildRun:
-    """Run ``argv`` to its end: wall time, exit code and its peak RSS, workers included (its
-    standard output dropped when ``quiet``).
+def run_child(argv: list[str]) -> ChildRun:
+    """Run ``argv`` to its end: wall time, exit code and its peak RSS, workers included.
 
     A peak is a process's VmHWM (the high-water mark of its own memory since it started its
     program), read while it runs. Not wait4's ru_maxrss: that also counts this process's memory,
@@ -46,7 +45,7 @@ def run_child(argv: list[str], *, quiet: bool = False) -> ChildRun:
     any child smaller than it.
     """
     started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL if quiet else None)
+    child = subprocess.Popen(argv)
     peaks: dict[int, int] = {}
     while child.poll() is None:
         for pid in _process_tree(child.pid):
