@@ -113,8 +113,9 @@ def test_founding_query_counts_checkouts_of_the_last_week(con, tmp_path):
                 expected.add((line["_p"], int(line["_t"])))
     con.run("SET search_path = km2pg")
     got = count(con, FOUNDING_QUERY)
-    # The window moves with now(): allow only the seconds this test has been running.
-    assert len(expected) > 100
+    # The window moves with now(): allow only the seconds this test has been running. The
+    # synthetic week's shape moves the count with the hour the test runs (about 95 to 135).
+    assert len(expected) > 50
     assert abs(got - len(expected)) <= 3
 
 
