@@ -1,7 +1,9 @@
 """How fast the insight functions answer on a big database: one table of query, time, target.
 
 Run: ``make bench-queries``, or ``.venv/bin/python benchmarks/bench_queries.py [--events N]
-[--runs N] [--quick] [--keep]``.
+[--runs N] [--quick] [--keep] [--reuse DIR]``. ``--reuse DIR`` keeps the loaded database in DIR
+and measures it again on the next run with the same DIR (no build: for profiling a change; the
+migrations not yet run there are run first).
 
 1. Write a synthetic export of about ``--events`` events (default 10,000,000) over 12 months:
    the demo's shop, with aliases, a sign-up and checkout funnel, a homepage experiment and
@@ -15,10 +17,13 @@ Run: ``make bench-queries``, or ``.venv/bin/python benchmarks/bench_queries.py [
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +102,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs of each query")
     parser.add_argument("--quick", action="store_true", help="20,000 events, 2 runs: seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--reuse", type=Path, metavar="DIR", help="build once into DIR, then measure it again"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.runs = 20_000, 2
@@ -142,10 +150,34 @@ def measure(con: db.Connection, query: Query, runs: int, **values: Any) -> list[
     return times
 
 
+@contextmanager
+def database(args: argparse.Namespace) -> Iterator[tuple[local.EmbeddedServer, datetime, int]]:
+    """The loaded database: built in a throwaway folder, or kept in (and reused from) ``--reuse``."""
+    if args.reuse is None:
+        with work_folder("km2pg-queries-", keep=args.keep) as work, embedded_server(work) as server:
+            end, events = build(work, server, args.events)
+            yield server, end, events
+        return
+    marker = args.reuse / "built.json"
+    server = local.start(args.reuse / "pgdata", local.LOCAL_SETTINGS)
+    try:
+        if marker.exists():
+            built = json.loads(marker.read_text())
+            local.ensure_database(server, DATABASE)  # runs migrations added since the build
+            end, events = datetime.fromisoformat(built["end"]), int(built["events"])
+            print(f"reusing the database in {args.reuse} ({events:,} events)")
+        else:
+            end, events = build(args.reuse, server, args.events)
+            shutil.rmtree(args.reuse / "export", ignore_errors=True)
+            marker.write_text(json.dumps({"end": end.isoformat(), "events": events}))
+        yield server, end, events
+    finally:
+        server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with work_folder("km2pg-queries-", keep=args.keep) as work, embedded_server(work) as server:
-        end, events = build(work, server, args.events)
+    with database(args) as (server, end, events):
         with db.connection(server.settings(DATABASE)) as con:
             con.run("SET TIME ZONE 'UTC'")
             person = busiest_person(con)

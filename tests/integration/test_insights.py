@@ -172,6 +172,18 @@ def test_retention_defaults_to_8_weekly_periods(loaded, facts):
     assert got == oracle.retention(facts, "visited site", "purchased", SINCE, UNTIL, "week", 8)
 
 
+@pytest.mark.parametrize("unit", ["day", "week", "month"])
+def test_retention_over_open_ends_covers_all_data(loaded, facts, unit):
+    got = rows(
+        loaded,
+        "select * from km2pg.retention('visited site', 'purchased', '-infinity', 'infinity', :u, 5)",
+        u=unit,
+    )
+    far_past, far_future = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    assert got == oracle.retention(facts, "visited site", "purchased", far_past, far_future, unit, 5)
+    assert len({r[0] for r in got}) > 1, "several cohorts"
+
+
 @pytest.mark.parametrize(("since", "until"), RANGES, ids=["2w", "all", "feb"])
 @pytest.mark.parametrize("conversion", ["purchased", "signed up"])
 def test_ab_test_compares_each_variant_with_the_control(loaded, facts, since, until, conversion):
