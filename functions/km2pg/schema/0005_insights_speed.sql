@@ -41,7 +41,10 @@ CREATE OR REPLACE FUNCTION km2pg.retention(first_action text, return_action text
                                 until timestamptz, unit text DEFAULT 'week', periods int DEFAULT 8)
     RETURNS TABLE (cohort date, people bigint, period int, returned bigint, share numeric)
     LANGUAGE plpgsql STABLE
-    SET enable_nestloop = off  -- as funnel: joins by person over sets of guessed sizes
+    -- Joins by identity over sets of guessed sizes (the join keys are expressions of eventid,
+    -- without statistics): hash joins only, not a nested loop or a merge join of sorted sets.
+    SET enable_nestloop = off
+    SET enable_mergejoin = off
     SET work_mem = '128MB'
     AS $$
 DECLARE
@@ -76,46 +79,45 @@ BEGIN
       FROM km2pg.unit_starts(unit, lo >> 32, (hi - 1) >> 32, periods) AS b;
     -- $1 first_id, $2 return_id, $3 lo, $4 hi, $5 bounds, $6 periods, $7 starts.
     RETURN QUERY EXECUTE $q$
-    WITH candidates AS MATERIALIZED (
-        -- People with a first_action in [since, until), and their first one there.
-        SELECT u.personid, min(f.s) AS s
-          FROM (SELECT x.eventid & 4294967295 AS userid, min(x.eventid >> 32) AS s
-                  FROM km2pg.event_actions x
-                 WHERE x.actionid = $1 AND x.eventid >= $3 AND x.eventid < $4
-                 GROUP BY 1) AS f
-          JOIN km2pg.users u ON u.userid = f.userid
-         GROUP BY u.personid
+    WITH aliased AS MATERIALIZED (
+        -- The identities that are not their person's first (personid is a userid): the only
+        -- ones whose person is not their own userid. Events are matched to people by userid.
+        SELECT u.userid, u.personid FROM km2pg.users u WHERE u.personid <> u.userid
     ),
-    identities AS MATERIALIZED (
-        SELECT u.userid, u.personid
-          FROM km2pg.users u
-         WHERE u.personid IN (SELECT c.personid FROM candidates c)
+    candidates AS MATERIALIZED (
+        -- People with a first_action in [since, until), and their first one there.
+        SELECT coalesce(a.personid, x.eventid & 4294967295) AS personid, min(x.eventid >> 32) AS s
+          FROM km2pg.event_actions x
+          LEFT JOIN aliased a ON a.userid = x.eventid & 4294967295
+         WHERE x.actionid = $1 AND x.eventid >= $3 AND x.eventid < $4
+         GROUP BY 1
     ),
     earlier AS (
         -- Candidates who did first_action before since: their start is not in the range.
-        SELECT DISTINCT i.personid
-          FROM km2pg.event_actions x
-          JOIN identities i ON i.userid = x.eventid & 4294967295
-         WHERE x.actionid = $1 AND x.eventid < $3
+        SELECT DISTINCT p.personid
+          FROM (SELECT coalesce(a.personid, x.eventid & 4294967295) AS personid
+                  FROM km2pg.event_actions x
+                  LEFT JOIN aliased a ON a.userid = x.eventid & 4294967295
+                 WHERE x.actionid = $1 AND x.eventid < $3) AS p
+         WHERE EXISTS (SELECT FROM candidates c WHERE c.personid = p.personid)
     ),
     cohorts AS MATERIALIZED (
         SELECT c.personid, c.s, width_bucket(c.s, $5) AS b
           FROM candidates c
          WHERE NOT EXISTS (SELECT FROM earlier e WHERE e.personid = c.personid)
     ),
-    returns AS (
-        -- Each person's last return_action second in each unit.
-        SELECT i.personid, width_bucket(x.eventid >> 32, $5) AS b, max(x.eventid >> 32) AS s
-          FROM km2pg.event_actions x
-          JOIN identities i ON i.userid = x.eventid & 4294967295
-         WHERE x.actionid = $2 AND x.eventid >= $3 AND x.eventid < ($5[cardinality($5)] << 32)
-         GROUP BY 1, 2
-    ),
     counted AS (
-        SELECT c.b, r.b - c.b AS n, count(*) AS back
-          FROM cohorts c
-          JOIN returns r ON r.personid = c.personid
-         WHERE r.s >= c.s AND r.b - c.b < $6
+        -- Each cohort person once per unit with a return_action at or after their start.
+        SELECT r.b, r.n, count(*) AS back
+          FROM (SELECT DISTINCT c.b, width_bucket(p.s, $5) - c.b AS n, c.personid
+                  FROM (SELECT coalesce(a.personid, x.eventid & 4294967295) AS personid,
+                               x.eventid >> 32 AS s
+                          FROM km2pg.event_actions x
+                          LEFT JOIN aliased a ON a.userid = x.eventid & 4294967295
+                         WHERE x.actionid = $2 AND x.eventid >= $3
+                           AND x.eventid < ($5[cardinality($5)] << 32)) AS p
+                  JOIN cohorts c ON c.personid = p.personid AND p.s >= c.s) AS r
+         WHERE r.n < $6
          GROUP BY 1, 2
     ),
     sizes AS (
