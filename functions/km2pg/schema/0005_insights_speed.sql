@@ -162,25 +162,20 @@ BEGIN
     SELECT b.starts, b.bounds INTO starts, bounds
       FROM km2pg.unit_starts(unit, lo >> 32, (hi - 1) >> 32, 1) AS b;
     -- $1 key_id, $2 lo, $3 hi, $4 bounds, $5 starts. Sums of numeric are exact: summing per
-    -- identity, then per person, then per period gives the very same totals.
+    -- person, then per period gives the very same totals. People through the aliased
+    -- identities only (personid <> userid): a hash table of those, not of every identity.
     RETURN QUERY EXECUTE $q$
-    WITH amounts AS (
-        SELECT v.userid, v.b, sum(v.amount) AS amount
-          FROM (SELECT p.eventid & 4294967295 AS userid, width_bucket(p.eventid >> 32, $4) AS b,
-                       km2pg.num(p.value) AS amount
-                  FROM km2pg.event_properties p
-                 WHERE p.keyid = $1 AND p.eventid >= $2 AND p.eventid < $3) AS v
-         WHERE v.amount IS NOT NULL
-         GROUP BY 1, 2
-    ),
-    per_person AS (
-        SELECT a.b, u.personid, sum(a.amount) AS amount
-          FROM amounts a
-          JOIN km2pg.users u ON u.userid = a.userid
-         GROUP BY 1, 2
-    )
     SELECT $5[p.b], sum(p.amount), count(*), round(sum(p.amount) / count(*), 4)
-      FROM per_person p
+      FROM (SELECT width_bucket(v.s, $4) AS b, coalesce(a.personid, v.userid) AS personid,
+                   sum(v.amount) AS amount
+              FROM (SELECT p.eventid & 4294967295 AS userid, p.eventid >> 32 AS s,
+                           km2pg.num(p.value) AS amount
+                      FROM km2pg.event_properties p
+                     WHERE p.keyid = $1 AND p.eventid >= $2 AND p.eventid < $3) AS v
+              LEFT JOIN (SELECT u.userid, u.personid FROM km2pg.users u
+                          WHERE u.personid <> u.userid) AS a ON a.userid = v.userid
+             WHERE v.amount IS NOT NULL
+             GROUP BY 1, 2) AS p
      GROUP BY p.b
      ORDER BY p.b
     $q$ USING key_id, lo, hi, bounds, starts;
