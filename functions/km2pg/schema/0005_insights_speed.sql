@@ -192,3 +192,156 @@ BEGIN
      ORDER BY p.b
     $q$ USING key_id, lo, hi, bounds, starts;
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- 6. funnel: as in migration 2, its events matched to people through merged_identities.
+
+CREATE OR REPLACE FUNCTION km2pg.funnel(steps text[], since timestamptz, until timestamptz,
+                             within interval DEFAULT '30 days')
+    RETURNS TABLE (step int, action text, people bigint, of_first numeric, of_previous numeric)
+    LANGUAGE plpgsql STABLE
+    -- Every join here is by person over large sets whose sizes the planner can only guess (each
+    -- step's people): hash joins always, never a nested loop over a guess of a few rows; and
+    -- memory enough for hash tables of a million people (the default 4MB spills them to disk).
+    SET enable_nestloop = off
+    SET work_mem = '128MB'
+    AS $$
+DECLARE
+    n int := coalesce(array_length(steps, 1), 0);
+    names text[];
+    ids integer[];
+    query text;
+    k int;
+BEGIN
+    PERFORM km2pg.check_range(since, until);
+    IF n = 0 OR array_position(steps, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'steps must name one action or more, none of them null (got %)',
+                        coalesce(steps::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF within IS NULL OR within < interval '0' THEN
+        RAISE EXCEPTION 'within must be an interval of zero or more (got %)', coalesce(within::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    names := ARRAY(SELECT km2pg.normalize_name(s) FROM unnest(steps) WITH ORDINALITY AS x (s, o)
+                    ORDER BY o);
+    ids := ARRAY(SELECT (SELECT a.actionid FROM km2pg.actions a WHERE a.name = x.s)
+                   FROM unnest(names) WITH ORDINALITY AS x (s, o) ORDER BY o);
+    -- $1 since, $2 until, $3 within, $4 the steps' actionids (null: an unknown action); event
+    -- times as seconds since 2000 (eventid >> 32); lim: the last second step 1 + within allows.
+    query := $q$
+        WITH ev AS MATERIALIZED (
+            SELECT coalesce(m.personid, x.eventid & 4294967295) AS personid, x.eventid >> 32 AS s,
+                   x.actionid
+              FROM km2pg.event_actions x
+              LEFT JOIN km2pg.merged_identities m ON m.userid = x.eventid & 4294967295
+             WHERE x.actionid = ANY ($4)
+               AND x.eventid >= km2pg.eventid_from($1)
+               AND x.eventid < km2pg.eventid_from((($2 AT TIME ZONE 'UTC') + $3) AT TIME ZONE 'UTC')
+        ),
+        s1 AS (
+            SELECT f.personid, f.s, f.s AS s1,
+                   floor(extract(epoch FROM ((km2pg.eventid_time(f.s << 32) AT TIME ZONE 'UTC') + $3)
+                                            AT TIME ZONE 'UTC'))::bigint - 946684800 AS lim
+              FROM (SELECT personid, min(s) AS s
+                      FROM ev
+                     WHERE actionid = $4[1]
+                       AND s >= (km2pg.eventid_from($1) >> 32) AND s < (km2pg.eventid_from($2) >> 32)
+                     GROUP BY personid) AS f
+        )$q$;
+    FOR k IN 2 .. n LOOP
+        query := query || format($q$,
+        s%s AS (
+            SELECT p.personid, min(ev.s) AS s, p.s1, p.lim
+              FROM s%s p
+              JOIN ev ON ev.personid = p.personid AND ev.actionid = $4[%s]
+                     AND ev.s >= p.s AND ev.s <= p.lim
+             GROUP BY p.personid, p.s1, p.lim
+        )$q$, k, k - 1, k);
+    END LOOP;
+    query := query || ', reached (step, people) AS (';
+    FOR k IN 1 .. n LOOP
+        query := query || CASE WHEN k > 1 THEN ' UNION ALL ' ELSE '' END
+                       || format('SELECT %s, count(*) FROM s%s', k, k);
+    END LOOP;
+    query := query || $q$)
+        SELECT r.step, CAST($5[r.step] AS text), r.people,
+               CASE WHEN f.people > 0 THEN round(r.people::numeric / f.people, 4) ELSE 0 END,
+               CASE WHEN r.step = 1 THEN (CASE WHEN r.people > 0 THEN 1 ELSE 0 END)
+                    WHEN p.people > 0 THEN round(r.people::numeric / p.people, 4) ELSE 0 END
+          FROM reached r
+          JOIN reached f ON f.step = 1
+          LEFT JOIN reached p ON p.step = r.step - 1
+         ORDER BY r.step$q$;
+    RETURN QUERY EXECUTE query USING since, until, within, ids, names;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- 8. ab_test: as in migration 2, people through merged_identities, planned per call.
+
+CREATE OR REPLACE FUNCTION km2pg.ab_test(experiment_key text, conversion_action text, since timestamptz,
+                              until timestamptz)
+    RETURNS TABLE (variant text, people bigint, converted bigint, rate numeric, z numeric,
+                   p_value numeric)
+    LANGUAGE plpgsql STABLE
+    SET enable_nestloop = off  -- as funnel: joins by person over sets of guessed sizes
+    SET work_mem = '128MB'
+    AS $$
+DECLARE
+    key_id integer;
+    action_id integer;
+BEGIN
+    PERFORM km2pg.check_range(since, until);
+    IF experiment_key IS NULL OR conversion_action IS NULL THEN
+        RAISE EXCEPTION 'experiment_key and conversion_action must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    key_id := (SELECT k.keyid FROM km2pg.keys k WHERE k.name = km2pg.normalize_name(experiment_key));
+    action_id := (SELECT a.actionid FROM km2pg.actions a
+                   WHERE a.name = km2pg.normalize_name(conversion_action));
+    -- $1 key_id, $2 action_id, $3 and $4 the eventid range [since, until).
+    RETURN QUERY EXECUTE $q$
+    WITH exposed AS (
+        SELECT DISTINCT ON (e.personid) e.personid, e.v, e.s
+          FROM (SELECT coalesce(m.personid, p.eventid & 4294967295) AS personid, p.value AS v,
+                       p.eventid >> 32 AS s, p.revision, p.lineno
+                  FROM km2pg.event_properties p
+                  LEFT JOIN km2pg.merged_identities m ON m.userid = p.eventid & 4294967295
+                 WHERE p.keyid = $1 AND p.eventid >= $3 AND p.eventid < $4) AS e
+         ORDER BY e.personid, e.s, e.revision, e.lineno, e.v COLLATE "C"
+    ),
+    conversions AS (
+        SELECT coalesce(m.personid, x.eventid & 4294967295) AS personid,
+               max(x.eventid >> 32) AS last_s
+          FROM km2pg.event_actions x
+          LEFT JOIN km2pg.merged_identities m ON m.userid = x.eventid & 4294967295
+         WHERE x.actionid = $2 AND x.eventid >= $3 AND x.eventid < $4
+         GROUP BY 1
+    ),
+    arms AS (
+        SELECT e.v, count(*) AS n, count(*) FILTER (WHERE c.last_s >= e.s) AS conv
+          FROM exposed e LEFT JOIN conversions c USING (personid)
+         GROUP BY e.v
+    ),
+    control AS (
+        SELECT a.v, a.n, a.conv FROM arms a ORDER BY a.n DESC, a.v COLLATE "C" LIMIT 1
+    ),
+    tested AS (
+        SELECT a.v, a.n, a.conv, a.v = c.v AS is_control,
+               (a.conv + c.conv)::float8 / (a.n + c.n) AS pooled,
+               a.conv::float8 / a.n - c.conv::float8 / c.n AS diff,
+               1.0 / a.n + 1.0 / c.n AS inv
+          FROM arms a CROSS JOIN control c
+    ),
+    scored AS (
+        SELECT t.*, CASE WHEN t.is_control THEN NULL
+                         WHEN t.pooled * (1 - t.pooled) * t.inv <= 0 THEN 0
+                         ELSE t.diff / sqrt(t.pooled * (1 - t.pooled) * t.inv) END AS zs
+          FROM tested t
+    )
+    SELECT s.v, s.n, s.conv, round(s.conv::numeric / s.n, 4), round(s.zs::numeric, 4),
+           CAST(km2pg.erfc(abs(s.zs) / sqrt(2.0)) AS numeric)
+      FROM scored s
+     ORDER BY s.is_control DESC, s.v COLLATE "C"
+    $q$ USING key_id, action_id, km2pg.eventid_from(since), km2pg.eventid_from(until);
+END $$;
