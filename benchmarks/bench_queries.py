@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -152,7 +153,7 @@ def measure(con: db.Connection, query: Query, runs: int, **values: Any) -> list[
 
 @contextmanager
 def database(args: argparse.Namespace) -> Iterator[tuple[local.EmbeddedServer, datetime, int]]:
-    """The loaded database: built in a throwaway folder, or kept in (and reused from) ``--reuse``."""
+    """The loaded database: built in a throwaway folder, or kept in (and reused from) --reuse."""
     if args.reuse is None:
         with work_folder("km2pg-queries-", keep=args.keep) as work, embedded_server(work) as server:
             end, events = build(work, server, args.events)
@@ -177,19 +178,21 @@ def database(args: argparse.Namespace) -> Iterator[tuple[local.EmbeddedServer, d
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with database(args) as (server, end, events):
-        with db.connection(server.settings(DATABASE)) as con:
-            con.run("SET TIME ZONE 'UTC'")
-            person = busiest_person(con)
-            rows = []
-            for query in queries():
-                times = measure(con, query, args.runs, end=end, person=person)
-                rows.append((query, statistics.median(times), min(times)))
-            version = db.scalar(con, "SHOW server_version")
+    with database(args) as (server, end, events), db.connection(server.settings(DATABASE)) as con:
+        con.run("SET TIME ZONE 'UTC'")
+        person = busiest_person(con)
+        load_before = os.getloadavg()[0]
+        rows = []
+        for query in queries():
+            times = measure(con, query, args.runs, end=end, person=person)
+            rows.append((query, statistics.median(times), min(times)))
+        version = db.scalar(con, "SHOW server_version")
     print()
     print(
         f"km2pg insight queries, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {events:,} events over "
-        f"{DAYS} days, PostgreSQL {version}, median and fastest of {args.runs} runs"
+        f"{DAYS} days, PostgreSQL {version}, median and fastest of {args.runs} runs; load "
+        f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (the figures are "
+        "only comparable at the same load)"
     )
     width = max(len(q.name) for q, _, _ in rows)
     print(f"{'query':<{width}}  {'median s':>9}  {'fastest s':>9}  {'target s':>8}  within")

@@ -174,13 +174,10 @@ def test_retention_defaults_to_8_weekly_periods(loaded, facts):
 
 @pytest.mark.parametrize("unit", ["day", "week", "month"])
 def test_retention_over_open_ends_covers_all_data(loaded, facts, unit):
-    got = rows(
-        loaded,
-        "select * from km2pg.retention('visited site', 'purchased', '-infinity', 'infinity', :u, 5)",
-        u=unit,
-    )
-    far_past, far_future = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-    assert got == oracle.retention(facts, "visited site", "purchased", far_past, far_future, unit, 5)
+    sql = "select * from km2pg.retention(:f, :r, '-infinity', 'infinity', :u, 5)"
+    got = rows(loaded, sql, f="visited site", r="purchased", u=unit)
+    everything = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    assert got == oracle.retention(facts, "visited site", "purchased", *everything, unit, 5)
     assert len({r[0] for r in got}) > 1, "several cohorts"
 
 
