@@ -233,6 +233,16 @@ def test_revenue_defaults_to_billing_amount_monthly_over_everything(loaded, fact
     assert any(r[1] < 0 for r in daily), "a day whose refunds outweigh its sales"
 
 
+def test_merged_identities_give_every_identity_its_person(loaded):
+    sql = """select u.userid, u.personid, coalesce(m.personid, u.userid)
+               from km2pg.users u left join km2pg.merged_identities m using (userid)"""
+    got = rows(loaded, sql)
+    assert all(person == found for _, person, found in got)
+    merged = rows(loaded, "select userid, personid from km2pg.merged_identities")
+    assert merged, "aliases joined some identities"
+    assert all(userid != person for userid, person in merged)
+
+
 def test_people_lists_identities_and_event_span(loaded, facts):
     names = person_names(loaded)
     got = {
