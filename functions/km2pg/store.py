@@ -4,8 +4,9 @@ Concurrency without deadlocks: every load transaction takes its locks in one glo
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
 table's rows in key order, and last the alias lock, under which the persons merge and
-person_properties' upkeep run; on Citus the alias lock comes right after the file's lock, see
-:func:`_lock_writes_on_citus`). Two loaders can wait for each other but never in a cycle. New
+person_properties' upkeep run (shared by loads that only fold settings in, in key order too); on
+Citus the alias lock comes right after the file's lock, see :func:`_lock_writes_on_citus`).
+Two loaders can wait for each other but never in a cycle. New
 partitions are created in their own short transaction before the load, since DDL on a
 partitioned table waits for every load in flight.
 """
@@ -729,12 +730,14 @@ def merge_person_graph(con: Connection) -> int:
 # person_properties: one row per person and key, the latest and the first setting
 #
 # Kept under the alias lock, after the persons merge: every statement then reads users.personid
-# as the last merge left it (a merge committed by another loader included), and no two loaders
-# fold into one person's rows at once, so no update is lost and no row lock is ever waited for.
-# Rows only ever move one way: a stored setting is replaced only by a line of the same event with
-# a greater (revision, lineno), so the latest setting is the greatest of all settings ever written
-# and folds in with a comparison. The first setting can be replaced that way too: then the
-# earliest second is looked at again (_REPAIR_FIRST_SETTINGS).
+# as the last merge left it (a merge committed by another loader included), and no merge runs
+# until the fold commits. Loads that only fold share the lock (see update_people): two of them
+# may fold into one person's rows at once, each upsert waiting for the other's row locks and then
+# comparing with the row as the other left it, so no update is lost. Rows only ever move one way:
+# a stored setting is replaced only by a line of the same event with a greater (revision,
+# lineno), so the latest setting is the greatest of all settings ever written and folds in with a
+# comparison. The first setting can be replaced that way too: then the earliest second is looked
+# at again (_REPAIR_FIRST_SETTINGS), by a load that holds the lock alone.
 
 # Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order; the
 # incoming row (the upsert's ``excluded``) against the stored one (``s``).
