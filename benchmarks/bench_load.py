@@ -10,6 +10,8 @@ have). Every case runs as a child process, as a user runs it, for its wall time 
 
 - 1 file by ``km2pg load`` (parse workers for large files, as the CLI does);
 - 10 files by one process with no parse workers, one after another: the loader function's path;
+- the same without person_properties' upkeep (``LoadOptions.person_properties``, a switch only
+  this benchmark turns off), right after it on the same server: the upkeep's cost, as a ratio;
 - 10 files by ``km2pg load``;
 - 40 files by ``km2pg load --jobs 4``: four loaders at once, as the function's concurrency does.
 
@@ -198,21 +200,29 @@ def floor_seconds(settings: ConnectionSettings, folder: Path) -> dict[str, float
     return floors
 
 
-def run_serial(paths: list[Path], dsn: str, steps: Path) -> ChildRun:
+UPKEEP_OFF: Final = "--no-person-properties"
+NO_UPKEEP_CASE: Final = "files, one process, no person_properties"
+"""The serial case with person_properties' upkeep switched off (benchmark only)."""
+
+
+def run_serial(paths: list[Path], dsn: str, steps: Path, *, upkeep: bool = True) -> ChildRun:
     """Load ``paths`` one after another in one child process, parsing in that process only:
     what the loader function does with a batch of files. Its summed per-step timings are
-    written to ``steps`` (JSON)."""
+    written to ``steps`` (JSON). ``upkeep`` False switches person_properties' upkeep off."""
     child = [sys.executable, str(Path(__file__).resolve()), "--serial-child", str(steps), dsn]
-    return run_child([*child, *map(str, paths)])
+    return run_child([*child, *([] if upkeep else [UPKEEP_OFF]), *map(str, paths)])
 
 
 def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
     """The child of :func:`run_serial`: writes the summed per-step timings as JSON."""
+    upkeep = paths[:1] != [UPKEEP_OFF]
+    paths = paths if upkeep else paths[1:]
+    options = LoadOptions(parse_in_workers=False, person_properties=upkeep)
     timings: dict[str, float] = {}
     with db.connection(parse_dsn(dsn)) as con:
-        prepare_connection(con, LoadOptions(parse_in_workers=False))
+        prepare_connection(con, options)
         for path in paths:
-            result = load_file(con, local_file(Path(path)), LoadOptions(parse_in_workers=False))
+            result = load_file(con, local_file(Path(path)), options)
             if result.status != "loaded":
                 print(f"{path}: {result.status} {result.error}", file=sys.stderr)
                 return 1
@@ -263,6 +273,12 @@ def measure_server(
     )
     timings: dict[str, float] = json.loads(steps.read_text())
     measure(
+        f"{len(hourly)} {NO_UPKEEP_CASE}",
+        DATABASE,
+        total["hourly"],
+        lambda dsn: run_serial(hourly, dsn, work / f"{label}-no-upkeep.json", upkeep=False),
+    )
+    measure(
         f"{len(hourly)} files, km2pg load (CLI)",
         DATABASE,
         total["hourly"],
@@ -305,12 +321,33 @@ def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[st
     for server, seconds in skips.items():
         print(f"{server}: loading the 1-file export again (skipped): {seconds:.2f} s")
     print()
+    upkeep_report(cases, steps)
+    print()
     print("per-step seconds of the one-process case (summed over its files)")
     servers = list(steps)
     print(f"  {'step':<17}" + "".join(f" {s:>10}" for s in servers))
     for step in steps[servers[0]]:
         print(f"  {step:<17}" + "".join(f" {steps[s].get(step, 0.0):>10.2f}" for s in servers))
     print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
+
+
+def upkeep_report(cases: list[Case], steps: dict[str, dict[str, float]]) -> None:
+    """person_properties' upkeep: the one-process case with and without it (same run, same
+    server), as lines/s and the time it adds; and its step's share of the case's step time."""
+    print("person_properties' upkeep (one process, the 10 files; budget: at most +10% time)")
+    for server, timings in steps.items():
+        serial = [c for c in cases if c.server == server and "(Lambda)" in c.name]
+        bare = [c for c in cases if c.server == server and NO_UPKEEP_CASE in c.name]
+        if not (serial and bare):
+            continue
+        on, off = serial[0], bare[0]
+        share = timings.get("person_properties", 0.0) / max(sum(timings.values()), 1e-9)
+        ratio = on.run.seconds / off.run.seconds
+        print(
+            f"  {server:<9} with {rate(on.lines, on.run.seconds)} lines/s, without "
+            f"{rate(off.lines, off.run.seconds)} lines/s: time x{ratio:.3f} ({ratio - 1:+.1%});"
+            f" the fold step is {share:.1%} of the steps' time"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ class LoadOptions:
     """Parse large files in worker processes (a CLI on a machine with cores to spare; not a
     Lambda function, whose share of a CPU more processes would only split)."""
     on_progress: Callable[[int], None] | None = field(default=None, compare=False)
+    person_properties: bool = True
+    """A benchmark's switch, never off in use: False leaves out person_properties' upkeep (the
+    table is then wrong), so that ``make bench`` shows the load with and without it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +135,7 @@ def _load(
             )
             return _fail(con, file, entry, stats, reason, started)
 
-        return _apply(con, file, entry, stats, started, timings)
+        return _apply(con, file, entry, stats, started, timings, options.person_properties)
     finally:
         store.clear_stage(con)
 
@@ -148,6 +151,7 @@ def _apply(
     stats: StageStats,
     started: float,
     timings: dict[str, float],
+    person_properties: bool = True,
 ) -> LoadResult:
     for _attempt in range(_PARTITION_RACE_RETRIES):
         store.create_partitions(con, store.missing_partitions(con, stats.months))
@@ -164,13 +168,23 @@ def _apply(
                 suppressing = store.suppressions_exist(con)
                 rejects_gone = store.suppress_rejects(con) if suppressing else 0
                 added = store.insert_facts(
-                    con, file.revision, stats.names, timings, suppress=suppressing
+                    con,
+                    file.revision,
+                    stats.names,
+                    timings,
+                    suppress=suppressing,
+                    keep_settings=person_properties,
                 )
                 counts = _counts(stats, added, rejects_gone)
                 fileid = store.record(con, entry, "loaded", counts)
                 store.keep_rejects(con, fileid)
                 store.update_people(
-                    con, file.revision, added, aliases=bool(stats.aliases), timings=timings
+                    con,
+                    file.revision,
+                    added,
+                    aliases=bool(stats.aliases),
+                    timings=timings,
+                    person_properties=person_properties,
                 )
                 mark = time.monotonic()
         except _PartitionsGone:

@@ -4,8 +4,9 @@ Concurrency without deadlocks: every load transaction takes its locks in one glo
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
 table's rows in key order, and last the alias lock, under which the persons merge and
-person_properties' upkeep run; on Citus the alias lock comes right after the file's lock, see
-:func:`_lock_writes_on_citus`). Two loaders can wait for each other but never in a cycle. New
+person_properties' upkeep run (shared by loads that only fold settings in, in key order too); on
+Citus the alias lock comes right after the file's lock, see :func:`_lock_writes_on_citus`).
+Two loaders can wait for each other but never in a cycle. New
 partitions are created in their own short transaction before the load, since DDL on a
 partitioned table waits for every load in flight.
 """
@@ -479,7 +480,6 @@ CREATE TEMP TABLE s_props (
 ) ON COMMIT DROP
 """
 _EVENT_PROPERTIES: Final = f"""
-WITH written AS (
 INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
 SELECT DISTINCT ON (1, 2)
        e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
@@ -488,20 +488,32 @@ SELECT DISTINCT ON (1, 2)
   JOIN km2pg.keys k ON k.name = s.name
  WHERE s.rec = 'k'
  ORDER BY 1, 2, s.lineno DESC
-{{conflict}}
-RETURNING ep.eventid, ep.keyid, ep.value, ep.lineno
-)
-INSERT INTO s_props SELECT * FROM written
 """
-_EVENT_PROPERTIES_FAST: Final = _EVENT_PROPERTIES.format(conflict="")
-_EVENT_PROPERTIES_SAFE: Final = _EVENT_PROPERTIES.format(
-    conflict="""
+_EVENT_PROPERTIES_CONFLICT: Final = """
     ON CONFLICT (eventid, keyid) DO UPDATE
    SET value = excluded.value, actionid = excluded.actionid,
        revision = excluded.revision, lineno = excluded.lineno
  WHERE (ep.revision, ep.lineno, ep.value, coalesce(ep.actionid, -1))
      < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))"""
+
+
+def _keeping_settings(insert: str) -> str:
+    """The insert, with the rows it wrote copied into s_props for person_properties' upkeep."""
+    return f"""
+WITH written AS (
+{insert}
+RETURNING ep.eventid, ep.keyid, ep.value, ep.lineno
 )
+INSERT INTO s_props SELECT * FROM written
+"""
+
+
+_EVENT_PROPERTIES_KEPT: Final = (
+    _keeping_settings(_EVENT_PROPERTIES),
+    _keeping_settings(_EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT),
+)
+# Without the upkeep's copy (LoadOptions.person_properties off: the benchmark's switch).
+_EVENT_PROPERTIES_ONLY: Final = (_EVENT_PROPERTIES, _EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT)
 
 _ALIASES: Final = f"""
 INSERT INTO km2pg.aliases AS al (userid, aliasid, since)
@@ -534,11 +546,14 @@ def insert_facts(
     timings: dict[str, float] | None = None,
     *,
     suppress: bool = False,
+    keep_settings: bool = True,
 ) -> Added:
     """Dictionaries, then events, actions and properties, from the staging table.
 
     Returns the rows this load added (a reload adds none). With ``suppress``, the lines of
     forgotten identities are dropped first and counted. ``timings`` collects each step's seconds.
+    ``keep_settings`` False (a benchmark's switch) leaves out the copy of the written properties
+    that person_properties' upkeep folds in.
     """
     clock = _Clock(timings)
     con.run(_NAMES_STAGED)
@@ -559,13 +574,8 @@ def insert_facts(
     actions, _ = _insert(con, _EVENT_ACTIONS, _EVENT_ACTIONS_SAFE, safe_only=clash)
     clock.lap("event_actions")
     con.run(_PROPS_STAGED)
-    properties, met_stored = _insert(
-        con,
-        _EVENT_PROPERTIES_FAST,
-        _EVENT_PROPERTIES_SAFE,
-        safe_only=clash,
-        revision=revision,
-    )
+    fast, safe = _EVENT_PROPERTIES_KEPT if keep_settings else _EVENT_PROPERTIES_ONLY
+    properties, met_stored = _insert(con, fast, safe, safe_only=clash, revision=revision)
     clock.lap("event_properties")
     aliases = count_written(con, _ALIASES)
     clock.lap("aliases")
@@ -720,40 +730,52 @@ def merge_person_graph(con: Connection) -> int:
 # person_properties: one row per person and key, the latest and the first setting
 #
 # Kept under the alias lock, after the persons merge: every statement then reads users.personid
-# as the last merge left it (a merge committed by another loader included), and no two loaders
-# fold into one person's rows at once, so no update is lost and no row lock is ever waited for.
-# Rows only ever move one way: a stored setting is replaced only by a line of the same event with
-# a greater (revision, lineno), so the latest setting is the greatest of all settings ever written
-# and folds in with a comparison. The first setting can be replaced that way too: then the
-# earliest second is looked at again (_REPAIR_FIRST_SETTINGS).
+# as the last merge left it (a merge committed by another loader included), and no merge runs
+# until the fold commits. Loads that only fold share the lock (see update_people): two of them
+# may fold into one person's rows at once, each upsert waiting for the other's row locks and then
+# comparing with the row as the other left it, so no update is lost. Rows only ever move one way:
+# a stored setting is replaced only by a line of the same event with a greater (revision,
+# lineno), so the latest setting is the greatest of all settings ever written and folds in with a
+# comparison. The first setting can be replaced that way too: then the earliest second is looked
+# at again (_REPAIR_FIRST_SETTINGS), by a load that holds the lock alone.
 
-# Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order.
+# Which of two settings wins: (t, revision, lineno, value) compared, values in "C" order; the
+# incoming row (the upsert's ``excluded``) against the stored one (``s``).
 _LATER: Final = (
-    '(c.t, c.revision, c.lineno, c.value COLLATE "C")'
+    '(excluded.t, excluded.revision, excluded.lineno, excluded.value COLLATE "C")'
     ' > (s.t, s.revision, s.lineno, s.value COLLATE "C")'
 )
 _EARLIER: Final = (
-    '(c.first_t, c.first_revision, c.first_lineno, c.first_value COLLATE "C")'
+    "(excluded.first_t, excluded.first_revision, excluded.first_lineno,"
+    ' excluded.first_value COLLATE "C")'
     ' < (s.first_t, s.first_revision, s.first_lineno, s.first_value COLLATE "C")'
 )
-# Stored rows updated with the settings of ``folded`` (one row per person and key) that win.
-_FOLD_UPDATE: Final = f"""
-UPDATE km2pg.person_property_state s SET
-       value = CASE WHEN {_LATER} THEN c.value ELSE s.value END,
-       t = CASE WHEN {_LATER} THEN c.t ELSE s.t END,
-       revision = CASE WHEN {_LATER} THEN c.revision ELSE s.revision END,
-       lineno = CASE WHEN {_LATER} THEN c.lineno ELSE s.lineno END,
-       first_value = CASE WHEN {_EARLIER} THEN c.first_value ELSE s.first_value END,
-       first_t = CASE WHEN {_EARLIER} THEN c.first_t ELSE s.first_t END,
-       first_revision = CASE WHEN {_EARLIER} THEN c.first_revision ELSE s.first_revision END,
-       first_lineno = CASE WHEN {_EARLIER} THEN c.first_lineno ELSE s.first_lineno END,
-       first_eventid = CASE WHEN {_EARLIER} THEN c.first_eventid ELSE s.first_eventid END
-  FROM folded c
- WHERE s.personid = c.personid AND s.keyid = c.keyid AND ({_LATER} OR {_EARLIER})
-"""
 _STATE_COLUMNS: Final = """
     (personid, keyid, value, t, revision, lineno,
      first_value, first_t, first_revision, first_lineno, first_eventid)
+"""
+# Rows of ``folded`` (one per person and key) folded into what is stored: new rows inserted,
+# stored rows updated where the incoming latest or first setting wins. One upsert, a probe of the
+# primary key per row: its cost follows the file, not the table (an UPDATE ... FROM plus an
+# anti-join hashed the whole table for every file). In (personid, keyid) order, so that loaders
+# folding at once (see update_people) meet each other's rows in one order, never in a cycle; the
+# WHERE compares with the row as committed by then, so no concurrent setting is lost.
+_UPSERT_FOLDED: Final = f"""
+INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
+SELECT c.* FROM folded c ORDER BY c.personid, c.keyid
+    ON CONFLICT (personid, keyid) DO UPDATE SET
+       value = CASE WHEN {_LATER} THEN excluded.value ELSE s.value END,
+       t = CASE WHEN {_LATER} THEN excluded.t ELSE s.t END,
+       revision = CASE WHEN {_LATER} THEN excluded.revision ELSE s.revision END,
+       lineno = CASE WHEN {_LATER} THEN excluded.lineno ELSE s.lineno END,
+       first_value = CASE WHEN {_EARLIER} THEN excluded.first_value ELSE s.first_value END,
+       first_t = CASE WHEN {_EARLIER} THEN excluded.first_t ELSE s.first_t END,
+       first_revision = CASE WHEN {_EARLIER} THEN excluded.first_revision
+                        ELSE s.first_revision END,
+       first_lineno = CASE WHEN {_EARLIER} THEN excluded.first_lineno ELSE s.first_lineno END,
+       first_eventid = CASE WHEN {_EARLIER} THEN excluded.first_eventid
+                       ELSE s.first_eventid END
+ WHERE {_LATER} OR {_EARLIER}
 """
 
 # The persons of this file's identities, as merged by now.
@@ -764,41 +786,33 @@ ANALYZE s_persons;
 """
 
 # This file's settings, the latest and the first of each person and key (within one file a
-# person's settings of a key differ in (second, lineno)), folded into what is stored: stored rows
-# updated where this file's settings win, new rows inserted. Plain UPDATE and INSERT, not INSERT
-# ... ON CONFLICT (whose speculative insertion costs twice as much): under the alias lock no one
-# else writes these rows, and both parts read the statement's one snapshot.
-_FOLD_FILE_TEMPLATE: Final = f"""
+# person's settings of a key differ in (second, lineno)), folded into what is stored.
+_FOLD_FILE: Final = f"""
 WITH settings AS (
     SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
       FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
 ),
 -- One sort: each person and key's first row is the first setting, the frame's last row the
--- latest (DISTINCT ON keeps the first row of each).
-folded AS MATERIALIZED (
+-- latest (DISTINCT ON keeps the first row of each). The ORDER BY names the settings' lineno, not
+-- the output column of that name (the latest's), which would sort the rows again.
+ends AS (
     SELECT DISTINCT ON (personid, keyid)
            personid, keyid, last_value(value) OVER w AS value,
-           km2pg.eventid_time(last_value(eventid) OVER w) AS t,
-           CAST(:revision AS bigint) AS revision, last_value(lineno) OVER w AS lineno,
-           value AS first_value, km2pg.eventid_time(eventid) AS first_t,
-           CAST(:revision AS bigint) AS first_revision, lineno AS first_lineno,
-           eventid AS first_eventid
+           last_value(eventid) OVER w AS eventid, last_value(lineno) OVER w AS lineno,
+           value AS first_value, lineno AS first_lineno, eventid AS first_eventid
       FROM settings
     WINDOW w AS (PARTITION BY personid, keyid ORDER BY s, lineno
                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-     ORDER BY personid, keyid, s, lineno
+     ORDER BY personid, keyid, s, settings.lineno
 ),
-updated AS (
-{{update}}
+folded AS MATERIALIZED (
+    SELECT personid, keyid, value, km2pg.eventid_time(eventid) AS t,
+           CAST(:revision AS bigint) AS revision, lineno,
+           first_value, km2pg.eventid_time(first_eventid) AS first_t,
+           CAST(:revision AS bigint) AS first_revision, first_lineno, first_eventid
+      FROM ends
 )
-INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
-SELECT c.* FROM folded c
- WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
-                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
- ORDER BY c.personid, c.keyid
-"""
-
-_FOLD_FILE: Final = _FOLD_FILE_TEMPLATE.format(update=_FOLD_UPDATE)
+{_UPSERT_FOLDED}"""
 
 # A line of this file replaced the stored setting that a first value came from (same event,
 # greater (revision, lineno), or the same line number of another content of the same export
@@ -824,12 +838,15 @@ UPDATE km2pg.person_property_state s
 """
 
 # Persons joined by aliases: the rows of every absorbed person move to the person that absorbs
-# it, each key's latest and first setting the greatest and least of the rows joined.
+# it, each key's latest and first setting the greatest and least of the rows joined. The absorbed
+# persons are looked up by key (= ANY of an array: an index scan whatever the planner guesses of
+# the labels), not by a join the planner may hash over the whole table for a handful of persons.
 _MERGE_PERSON_PROPERTIES: Final = f"""
 WITH moved AS MATERIALIZED (
     DELETE FROM km2pg.person_property_state s
      USING s_person_labels l
-     WHERE s.personid = l.node AND l.label <> l.node
+     WHERE s.personid = ANY (ARRAY(SELECT node FROM s_person_labels WHERE label <> node))
+       AND s.personid = l.node
     RETURNING l.label AS personid, s.keyid, s.value, s.t, s.revision, s.lineno,
               s.first_value, s.first_t, s.first_revision, s.first_lineno, s.first_eventid
 ),
@@ -842,31 +859,41 @@ folded AS MATERIALIZED (
       JOIN (SELECT DISTINCT ON (personid, keyid) * FROM moved
              ORDER BY personid, keyid, first_t, first_revision, first_lineno,
                       first_value COLLATE "C") AS f USING (personid, keyid)
-),
-updated AS (
-{_FOLD_UPDATE}
 )
-INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
-SELECT c.* FROM folded c
- WHERE NOT EXISTS (SELECT FROM km2pg.person_property_state s
-                    WHERE s.personid = c.personid AND s.keyid = c.keyid)
- ORDER BY c.personid, c.keyid
-"""
+{_UPSERT_FOLDED}"""
 
 
 def update_people(
-    con: Connection, revision: int, added: Added, *, aliases: bool, timings: dict[str, float]
+    con: Connection,
+    revision: int,
+    added: Added,
+    *,
+    aliases: bool,
+    timings: dict[str, float],
+    person_properties: bool = True,
 ) -> None:
     """The last step of a load: merge the persons this file's aliases join, then fold its
-    property settings into person_properties, all under the alias lock (taken last)."""
+    property settings into person_properties, under the alias lock (taken last).
+
+    Only merges and repairs need the lock alone: a merge moves rows between persons and a repair
+    decides a first setting from event_properties as it reads them, either of which a concurrent
+    fold could undo. A load with neither (no alias lines, no stored property met) only folds its
+    own settings in, a greatest and least that any number of loaders may take at once (the
+    upsert's row locks order them): it takes the lock shared, and merges wait for it. Which mode
+    is known before the lock is taken, so no loader ever upgrades a lock it holds (two would
+    deadlock). ``person_properties`` False (a benchmark's switch) leaves the fold out.
+    """
     clock = _Clock(timings)
-    if not (aliases or added.properties):
+    folding = person_properties and added.properties > 0
+    if not (aliases or folding):
         return
-    con.run("SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
+    alone = aliases or (folding and added.properties_met_stored)
+    lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    con.run(f"SELECT {lock}(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES)
     if aliases:
         merge_persons(con)
         clock.lap("merge_persons")
-    if added.properties:
+    if folding:
         con.run(_PERSONS_STAGED)
         con.run(_FOLD_FILE, revision=revision)
         if added.properties_met_stored:

@@ -26,6 +26,7 @@ def test_bench_load_at_a_tiny_size_prints_every_case_on_both_servers():
     cases = (
         "1 file, km2pg load (CLI)",
         "10 files, one process, no workers (Lambda)",
+        "10 files, one process, no person_properties",
         "10 files, km2pg load (CLI)",
         "40 files, km2pg load --jobs 4",
     )
@@ -34,5 +35,7 @@ def test_bench_load_at_a_tiny_size_prints_every_case_on_both_servers():
             rows = [line for line in table if line.startswith(server) and case in line]
             assert len(rows) == 1, (server, case)
     assert "per-step seconds of the one-process case" in run.stdout
+    upkeep = [line for line in run.stdout.splitlines() if " lines/s, without " in line]
+    assert [line.split()[0] for line in upkeep] == ["embedded", "default"]
     assert "loading the 1-file export again (skipped)" in run.stdout
     assert "no Citus row" in run.stdout
