@@ -543,3 +543,22 @@ def test_merging_two_persons_later_reunites_all_their_identities(con, tmp_path):
     load_path(con, tmp_path)
     assert count(con, "select count(distinct personid) from km2pg.users") == 1
     check_invariants(con)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader's session
+
+
+def test_a_loading_session_holds_an_hourly_files_staging_in_its_temp_buffers(con):
+    assert db.scalar(con, "SHOW temp_buffers") == store.TEMP_BUFFERS
+
+
+def test_preparing_a_connection_again_after_a_load_keeps_it_working(con, tmp_path):
+    # temp_buffers cannot change once a temporary table was used: the second setup keeps it.
+    first = write_export(tmp_path / "a", 100, [{"_p": "a", "_t": T0, "_n": "visited"}])
+    second = write_export(tmp_path / "b", 101, [{"_p": "b", "_t": T0, "_n": "visited"}])
+    assert [r.status for r in load_path(con, first)] == ["loaded"]
+    load.prepare_connection(con)
+    assert [r.status for r in load_path(con, second)] == ["loaded"]
+    assert db.scalar(con, "SHOW temp_buffers") == store.TEMP_BUFFERS
+    assert count(con, "select count(*) from km2pg.events") == 2
