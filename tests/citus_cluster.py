@@ -56,6 +56,7 @@ def create_empty(admin: ConnectionSettings, name: str) -> None:
         with db.connection(node) as con:
             con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             con.run(f'CREATE DATABASE "{name}"')
+            con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
         with db.connection(node.with_database(name)) as con:
             con.run("CREATE EXTENSION IF NOT EXISTS citus")
     with db.connection(admin.with_database(name)) as con:
