@@ -282,9 +282,12 @@ def _insight_answers(settings: ConnectionSettings) -> dict[str, Any]:
     with db.connection(settings) as con:
         con.run("SET TIME ZONE 'UTC'")
         names = person_names(con)
+        # Without eventid and userid: which identity gets which userid depends on load order.
         out["timeline"] = sorted(
-            (names[r[2]], *r[:2], *r[3:6], json.dumps(r[6], sort_keys=True))
-            for r in db.rows(con, "select * from km2pg.timeline")
+            (names[personid], t, identity, actions, json.dumps(properties, sort_keys=True))
+            for _, t, personid, _, identity, actions, properties in db.rows(
+                con, "select * from km2pg.timeline"
+            )
         )
     return out
 
