@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Final
 
+import pytest
 from pg8000.exceptions import DatabaseError
 
 from km2pg import db
@@ -37,6 +38,12 @@ def workers() -> list[tuple[str, int]]:
         host, _, port = item.rpartition(":")
         nodes.append((host, int(port)))
     return nodes
+
+
+def single_node(reason: str) -> pytest.MarkDecorator:
+    """Mark a test that checks what only one PostgreSQL shows (its plan, its own relations):
+    skipped on a Citus cluster, saying why and where tests/citus checks the cluster's side."""
+    return pytest.mark.skipif(bool(workers()), reason=f"single PostgreSQL only: {reason}")
 
 
 def _nodes(admin: ConnectionSettings) -> list[ConnectionSettings]:

@@ -18,6 +18,7 @@ already in Citus' metadata is left alone, so running it again does nothing.
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final
@@ -212,8 +213,13 @@ def _place(con: Connection, placement: Placement) -> None:
 
 
 # Each shard's own estimate, read on the node that holds it ('%s' is where Citus puts the
-# shard's name); a table's rows are counted once however many nodes hold a copy.
-_SHARD_ROWS: Final = "SELECT reltuples FROM pg_class WHERE oid = '%s'::regclass"
+# shard's name); a table's rows are counted once however many nodes hold a copy. A shard never
+# analyzed yet (reltuples -1) counts its live rows, as km2pg status does on PostgreSQL.
+_SHARD_ROWS: Final = (
+    "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE coalesce(s.n_live_tup, 0) END"
+    " FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+    " WHERE c.oid = '%s'::regclass"
+)
 _SIZE_AND_ROWS: Final = """
 SELECT coalesce(sum(citus_total_relation_size(p.relid)), 0),
        coalesce(sum((SELECT sum(greatest(CAST(r.result AS real), 0))
@@ -230,3 +236,48 @@ def size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
     Citus table over all its partitions' shards: the coordinator's own tables are empty."""
     size, rows = con.run(_SIZE_AND_ROWS, r=relation, command=_SHARD_ROWS)[0]
     return int(size), int(rows)
+
+
+def run_migration(con: Connection, sql: str) -> None:
+    """Run a migration on a distributed schema (in the caller's transaction): one statement at a
+    time, since Citus passes some DDL on to the workers as the text of the query it came in, and
+    a migration sent whole is many statements ("cannot insert multiple commands into a prepared
+    statement" on the worker); and with the functions adapted after each, so that a statement
+    that reads a function the migration has just made (migration 2 fills person_property_state
+    from person_properties_recomputed()) reads its PL/pgSQL twin."""
+    for statement in statements(sql):
+        con.run(statement)
+        adapt_functions(con)
+
+
+_TOKENS: Final = re.compile(
+    r"""(?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*)?\$)"""
+    r"""|(?P<skip>--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*")"""
+    r"""|(?P<end>;)""",
+    re.DOTALL,
+)
+
+
+def statements(sql: str) -> list[str]:
+    """``sql`` (a migration) split into its statements: at semicolons outside strings, quoted
+    names, comments and dollar-quoted bodies. Chunks holding only comments are left out."""
+    found = []
+    start = position = 0
+    while (match := _TOKENS.search(sql, position)) is not None:
+        if match["dollar"]:
+            closing = sql.find(match["dollar"], match.end())
+            if closing < 0:
+                break  # an unterminated body: the rest is one statement, PostgreSQL will say
+            position = closing + len(match["dollar"])
+        elif match["skip"]:
+            position = match.end()
+        else:
+            found.append(sql[start : match.end()])
+            start = position = match.end()
+    found.append(sql[start:])
+    return [s.strip() for s in found if _has_code(s)]
+
+
+def _has_code(chunk: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", chunk, flags=re.DOTALL)
+    return bool(without.strip(" \t\r\n;"))
