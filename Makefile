@@ -65,7 +65,9 @@ typecheck: install
 demo: install
 	$(BIN)/km2pg demo
 
+# With the local Citus cluster up (make citus-up), the Citus row too (README: Beyond one machine).
 bench: install
+	KM2PG_BENCH_CITUS_DSN="$${KM2PG_BENCH_CITUS_DSN:-$$(bash scripts/citus.sh dsn-if-up km2pg_bench)}" \
 	$(BIN)/python benchmarks/bench_load.py
 
 bench-queries: install

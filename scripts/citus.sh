@@ -5,6 +5,7 @@
 #   scripts/citus.sh test    up, then the database tests and tests/citus against the cluster
 #   scripts/citus.sh dsn     print the coordinator's DSN for a database NAME (default km2pg),
 #                            made on every node with the workers registered (KM2PG_DSN=$(...))
+#   scripts/citus.sh dsn-if-up  the same when the cluster is up, else nothing (for `make bench`)
 #   scripts/citus.sh down    stop the nodes
 #
 # Building needs root (Debian packages, PostgreSQL 15) and the Citus source: CITUS_SRC (a source
@@ -37,13 +38,17 @@ run_tests() {
   export KM2PG_TEST_DSN="postgresql://postgres@127.0.0.1:$PORT0/postgres"
   export KM2PG_TEST_CITUS_WORKERS="127.0.0.1:$((PORT0 + 1)),127.0.0.1:$((PORT0 + 2))"
   cd "$repo"
-  .venv/bin/python -m pytest tests/citus tests/integration tests/faults "$@"
+  .venv/bin/python -m pytest tests/citus tests/integration tests/faults tests/migrations tests/functions "$@"
 }
 
 case ${1:-} in
   up) up ;;
   test) shift; run_tests "$@" ;;
   dsn) bash "$script" db "${2:-km2pg}" | tail -1 ;;
+  dsn-if-up)
+    if /usr/lib/postgresql/15/bin/pg_isready -q -h 127.0.0.1 -p "$PORT0" 2>/dev/null; then
+      bash "$script" db "${2:-km2pg}" | tail -1
+    fi ;;
   down) bash "$script" stop ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Final
 
+import pytest
 from pg8000.exceptions import DatabaseError
 
 from km2pg import db
@@ -39,6 +40,12 @@ def workers() -> list[tuple[str, int]]:
     return nodes
 
 
+def single_node(reason: str) -> pytest.MarkDecorator:
+    """Mark a test that checks what only one PostgreSQL shows (its plan, its own relations):
+    skipped on a Citus cluster, saying why and where tests/citus checks the cluster's side."""
+    return pytest.mark.skipif(bool(workers()), reason=f"single PostgreSQL only: {reason}")
+
+
 def _nodes(admin: ConnectionSettings) -> list[ConnectionSettings]:
     """The coordinator, then each worker, as the admin role on its maintenance database."""
     return [admin] + [replace(admin, host=host, port=port) for host, port in workers()]
@@ -56,6 +63,7 @@ def create_empty(admin: ConnectionSettings, name: str) -> None:
         with db.connection(node) as con:
             con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             con.run(f'CREATE DATABASE "{name}"')
+            con.run(f'ALTER DATABASE "{name}" SET search_path = km2pg, public')
         with db.connection(node.with_database(name)) as con:
             con.run("CREATE EXTENSION IF NOT EXISTS citus")
     with db.connection(admin.with_database(name)) as con:

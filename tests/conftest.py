@@ -64,16 +64,20 @@ def embedded_server(pg_admin: ConnectionSettings) -> object:
 
 
 @pytest.fixture(scope="session")
-def template_database(pg_admin: ConnectionSettings) -> str:
+def template_database(pg_admin: ConnectionSettings) -> Iterator[str]:
     if citus_cluster.workers():
-        citus_cluster.create_template(pg_admin, TEMPLATE)
-        return TEMPLATE
+        # A cluster outlives the test session and may serve two at once: each its own template.
+        name = f"{TEMPLATE}_{uuid.uuid4().hex[:8]}"
+        citus_cluster.create_template(pg_admin, name)
+        yield name
+        citus_cluster.drop_database(pg_admin, name)
+        return
     with db.connection(pg_admin) as con:
         con.run(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
         con.run(f'CREATE DATABASE "{TEMPLATE}"')
     with db.connection(pg_admin.with_database(TEMPLATE)) as con:
         db.migrate(con)
-    return TEMPLATE
+    yield TEMPLATE
 
 
 def create_database(admin: ConnectionSettings, template: str) -> ConnectionSettings:

@@ -18,6 +18,7 @@ already in Citus' metadata is left alone, so running it again does nothing.
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final
@@ -90,8 +91,8 @@ def distribute(con: Connection) -> list[str]:
     """Distribute every table of :data:`LAYOUT` that is not distributed yet; returns their names.
 
     Each table in its own transaction (Citus moves any rows already there into shards), so a
-    failure halfway leaves the others done and a rerun finishes the job. The caller holds the
-    migration lock.
+    failure halfway leaves the others done and a rerun finishes the job. Then the SQL functions
+    Citus cannot run are adapted (:func:`adapt_functions`). The caller holds the migration lock.
     """
     require_coordinator_in_metadata(con)
     done = []
@@ -109,7 +110,81 @@ def distribute(con: Connection) -> list[str]:
             raise
         con.run("COMMIT")
         done.append(placement.table)
+    adapt_functions(con)
     return done
+
+
+# Citus cannot plan a query that reads its tables inside a SQL-language function ("could not
+# create distributed plan ... use of parameters in SQL functions"; and in some statements, such
+# as one side of an EXCEPT, Citus 13.2 even read such a function as no rows at all). In PL/pgSQL
+# the same query runs as a query of its own, with the parameters' values bound. So on a cluster
+# these functions are replaced by PL/pgSQL twins: same signature, same query, same answers (the
+# tests compare them with plain PostgreSQL's). Applied after every migration of a distributed
+# schema, so that a later migration redefining one is adapted again.
+PLPGSQL_TWINS: Final = {
+    "km2pg.property_at(bigint, text, timestamptz)": """
+CREATE OR REPLACE FUNCTION km2pg.property_at(personid bigint, key text, at timestamptz)
+    RETURNS text LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        SELECT p.value
+          FROM km2pg.users u
+          JOIN km2pg.events e ON e.userid = u.userid AND e.t <= property_at.at
+          JOIN km2pg.event_properties p ON p.eventid = e.eventid
+         WHERE u.personid = property_at.personid
+           AND p.keyid = (SELECT k.keyid FROM km2pg.keys k
+                           WHERE k.name = km2pg.normalize_name(property_at.key))
+         ORDER BY e.t DESC, p.revision DESC, p.lineno DESC, p.value COLLATE "C" DESC
+         LIMIT 1);
+END $$
+""",
+    "km2pg.person_properties_recomputed()": """
+CREATE OR REPLACE FUNCTION km2pg.person_properties_recomputed()
+    RETURNS TABLE (personid bigint, keyid integer, value text, t timestamptz, revision bigint,
+                   lineno integer, first_value text, first_t timestamptz, first_revision bigint,
+                   first_lineno integer, first_eventid bigint)
+    LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH settings AS MATERIALIZED (
+        SELECT u.personid, p.keyid, p.value, p.eventid >> 32 AS s, p.revision, p.lineno, p.eventid
+          FROM km2pg.event_properties p
+          JOIN km2pg.users u ON u.userid = p.eventid & 4294967295
+    ),
+    latest AS (
+        SELECT DISTINCT ON (personid, keyid) *
+          FROM settings
+         ORDER BY personid, keyid, s DESC, revision DESC, lineno DESC, value COLLATE "C" DESC
+    ),
+    earliest AS (
+        SELECT DISTINCT ON (personid, keyid) *
+          FROM settings
+         ORDER BY personid, keyid, s, revision, lineno, value COLLATE "C"
+    )
+    SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid), l.revision, l.lineno,
+           f.value, km2pg.eventid_time(f.eventid), f.revision, f.lineno, f.eventid
+      FROM latest l JOIN earliest f USING (personid, keyid);
+END $$
+""",
+}
+
+
+_LANGUAGE: Final = """
+SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.oid = to_regprocedure(CAST(:signature AS text))
+"""
+
+
+def adapt_functions(con: Connection) -> list[str]:
+    """Replace the SQL functions Citus cannot run (those the schema has, still in SQL) by their
+    PL/pgSQL twins; returns the signatures replaced."""
+    replaced = []
+    for signature, sql in PLPGSQL_TWINS.items():
+        if con.run(_LANGUAGE, signature=signature) == [["sql"]]:
+            con.run(sql)
+            replaced.append(signature)
+    return replaced
 
 
 def require_coordinator_in_metadata(con: Connection) -> None:
@@ -138,8 +213,13 @@ def _place(con: Connection, placement: Placement) -> None:
 
 
 # Each shard's own estimate, read on the node that holds it ('%s' is where Citus puts the
-# shard's name); a table's rows are counted once however many nodes hold a copy.
-_SHARD_ROWS: Final = "SELECT reltuples FROM pg_class WHERE oid = '%s'::regclass"
+# shard's name); a table's rows are counted once however many nodes hold a copy. A shard never
+# analyzed yet (reltuples -1) counts its live rows, as km2pg status does on PostgreSQL.
+_SHARD_ROWS: Final = (
+    "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE coalesce(s.n_live_tup, 0) END"
+    " FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+    " WHERE c.oid = '%s'::regclass"
+)
 _SIZE_AND_ROWS: Final = """
 SELECT coalesce(sum(citus_total_relation_size(p.relid)), 0),
        coalesce(sum((SELECT sum(greatest(CAST(r.result AS real), 0))
@@ -156,3 +236,48 @@ def size_and_rows(con: Connection, relation: str) -> tuple[int, int]:
     Citus table over all its partitions' shards: the coordinator's own tables are empty."""
     size, rows = con.run(_SIZE_AND_ROWS, r=relation, command=_SHARD_ROWS)[0]
     return int(size), int(rows)
+
+
+def run_migration(con: Connection, sql: str) -> None:
+    """Run a migration on a distributed schema (in the caller's transaction): one statement at a
+    time, since Citus passes some DDL on to the workers as the text of the query it came in, and
+    a migration sent whole is many statements ("cannot insert multiple commands into a prepared
+    statement" on the worker); and with the functions adapted after each, so that a statement
+    that reads a function the migration has just made (migration 2 fills person_property_state
+    from person_properties_recomputed()) reads its PL/pgSQL twin."""
+    for statement in statements(sql):
+        con.run(statement)
+        adapt_functions(con)
+
+
+_TOKENS: Final = re.compile(
+    r"""(?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*)?\$)"""
+    r"""|(?P<skip>--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*")"""
+    r"""|(?P<end>;)""",
+    re.DOTALL,
+)
+
+
+def statements(sql: str) -> list[str]:
+    """``sql`` (a migration) split into its statements: at semicolons outside strings, quoted
+    names, comments and dollar-quoted bodies. Chunks holding only comments are left out."""
+    found = []
+    start = position = 0
+    while (match := _TOKENS.search(sql, position)) is not None:
+        if match["dollar"]:
+            closing = sql.find(match["dollar"], match.end())
+            if closing < 0:
+                break  # an unterminated body: the rest is one statement, PostgreSQL will say
+            position = closing + len(match["dollar"])
+        elif match["skip"]:
+            position = match.end()
+        else:
+            found.append(sql[start : match.end()])
+            start = position = match.end()
+    found.append(sql[start:])
+    return [s.strip() for s in found if _has_code(s)]
+
+
+def _has_code(chunk: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", chunk, flags=re.DOTALL)
+    return bool(without.strip(" \t\r\n;"))

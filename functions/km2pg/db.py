@@ -306,10 +306,14 @@ def migrate(
                 f"({newest}): upgrade km2pg"
             )
         applied = []
+        on_citus = citus.is_distributed(con)
         for migration in available:
             if current < migration.version <= target:
                 with transaction(con):
-                    con.run(migration.sql)
+                    if on_citus:
+                        citus.run_migration(con, migration.sql)
+                    else:
+                        con.run(migration.sql)
                     con.run(
                         "INSERT INTO km2pg.schema_migrations (version, name) VALUES (:v, :n)",
                         v=migration.version,

@@ -61,9 +61,12 @@ _DELETES: Final = {
     "events": """
         DELETE FROM km2pg.events e USING f_events f WHERE e.eventid = f.eventid AND e.t = f.t
     """,
+    # users and aliases by the userids as one array parameter, not a subquery of f_users: Citus
+    # cannot modify a reference table with a subquery that reads a temporary table ("relation
+    # f_users is not distributed").
     "aliases": """
         DELETE FROM km2pg.aliases
-         WHERE userid IN (SELECT userid FROM f_users) OR aliasid IN (SELECT userid FROM f_users)
+         WHERE userid = ANY(CAST(:userids AS bigint[])) OR aliasid = ANY(CAST(:userids AS bigint[]))
     """,
     # A rejected line is kept as written: it goes when it quotes one of the names as a JSON
     # string.
@@ -71,7 +74,7 @@ _DELETES: Final = {
         DELETE FROM km2pg.rejects r
          WHERE EXISTS (SELECT FROM f_names n WHERE strpos(r.raw, CAST(to_json(n.name) AS text)) > 0)
     """,
-    "identities": "DELETE FROM km2pg.users WHERE userid IN (SELECT userid FROM f_users)",
+    "identities": "DELETE FROM km2pg.users WHERE userid = ANY(CAST(:userids AS bigint[]))",
     "person_properties": """
         DELETE FROM km2pg.person_property_state WHERE personid IN (SELECT personid FROM f_users)
     """,
@@ -134,9 +137,10 @@ def forget(con: Connection, identities: Iterable[str], *, dry_run: bool = False)
         con.run(_SUPPRESS)
         suppressed = int(con.row_count or 0)
         con.run(_EVENTS)
+        userids = db.scalar(con, "SELECT coalesce(array_agg(userid), '{}') FROM f_users")
         removed: dict[str, int] = {}
         for what, sql in _DELETES.items():
-            con.run(sql)
+            con.run(sql, **({"userids": userids} if ":userids" in sql else {}))
             removed[what] = int(con.row_count or 0)
         con.run("DROP TABLE f_users, f_names, f_events")
     except BaseException:

@@ -314,6 +314,15 @@ def _lock_writes_on_citus(con: Connection) -> None:
         ns=db.LOCK_NAMESPACE,
         key=db.LOCK_ALIASES,
     )
+    # One connection per node for the transaction's writes: a parallel write sends a table's
+    # shards over several connections, and a later statement that reads a shard with its
+    # partitions, or joins colocated shards (person_properties' upkeep reads event_properties),
+    # then fails: "cannot perform query with placements that were modified over multiple
+    # connections".
+    con.run(
+        "SELECT set_config('citus.multi_shard_modify_mode', 'sequential', true)"
+        " FROM pg_catalog.pg_extension WHERE extname = 'citus'"
+    )
 
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property

@@ -26,7 +26,15 @@ from km2pg.sources import local_file
 from km2pg.status import status
 from tests import citus_cluster
 from tests.conftest import SAMPLES, create_database, drop_database
-from tests.helpers import dump_of, load_serially, overlapping_export, run_loaders
+from tests.helpers import (
+    check_invariants,
+    dump_of,
+    load_serially,
+    overlapping_export,
+    run_loaders,
+)
+from tests.integration import insights_oracle
+from tests.integration.test_insights import answers, person_names
 
 # The README's query, at one fixed "now" for the whole module, so that answers given minutes
 # apart compare equal.
@@ -258,3 +266,47 @@ def _find(node: dict[str, Any], match: Any) -> dict[str, Any] | None:
         if found is not None:
             return found
     return None
+
+
+@pytest.fixture(scope="module")
+def insights_export(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The insight tests' export (funnels, cohorts, experiments, revenue, aliases), shuffled."""
+    files = insights_oracle.generate(tmp_path_factory.mktemp("insights"), seed=11)
+    random.Random(4).shuffle(files)
+    return files
+
+
+def _insight_answers(settings: ConnectionSettings) -> dict[str, Any]:
+    """Every insight view and function's answers, persons named by their smallest identity."""
+    out = answers(settings)
+    with db.connection(settings) as con:
+        con.run("SET TIME ZONE 'UTC'")
+        names = person_names(con)
+        # Without eventid and userid: which identity gets which userid depends on load order.
+        out["timeline"] = sorted(
+            (names[personid], t, identity, actions, json.dumps(properties, sort_keys=True))
+            for _, t, personid, _, identity, actions, properties in db.rows(
+                con, "select * from km2pg.timeline"
+            )
+        )
+    return out
+
+
+def test_the_insights_answer_on_citus_as_on_plain_postgresql(pg_admin, cluster_db, insights_export):
+    name = f"km2pg_plain_{uuid.uuid4().hex[:12]}"
+    with db.connection(pg_admin) as con:
+        con.run(f'CREATE DATABASE "{name}"')
+    plain_db = pg_admin.with_database(name)
+    try:
+        load_serially(plain_db, insights_export)
+        load_serially(cluster_db, insights_export[::-1])
+        with db.connection(cluster_db) as con:
+            assert citus.is_distributed(con)
+            check_invariants(con)  # person_properties equals its recomputation
+        expected = _insight_answers(plain_db)
+        assert expected["person_properties"]
+        assert expected["timeline"]
+        assert _insight_answers(cluster_db) == expected
+    finally:
+        with db.connection(pg_admin) as con:
+            con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

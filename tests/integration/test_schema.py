@@ -14,6 +14,7 @@ from km2pg import db, load
 from km2pg.cli.demo import FOUNDING_QUERY
 from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
+from tests import citus_cluster
 from tests.conftest import create_database, drop_database
 from tests.helpers import write_export
 
@@ -42,6 +43,10 @@ def test_migrations_apply_once_even_from_concurrent_processes(pg_admin):
         drop_database(pg_admin, settings)
 
 
+@citus_cluster.single_node(
+    "reads partition scans in the coordinator's plan; on Citus they are in the workers' tasks"
+    " (tests/citus: test_the_founding_query_is_pushed_down_to_the_workers)"
+)
 def test_founding_query_runs_verbatim_and_reads_only_recent_event_partitions(con, tmp_path):
     now = int(time.time())
     old = int(datetime(2021, 3, 3, tzinfo=UTC).timestamp())

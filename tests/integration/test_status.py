@@ -11,6 +11,7 @@ from km2pg.cli.commands import main
 from km2pg.cli.synth import generate_export
 from km2pg.sources import discover_local
 from km2pg.status import status
+from tests import citus_cluster
 from tests.helpers import dsn_of, write_export
 
 PLAIN = ("users", "aliases", "actions", "keys", "files", "rejects")
@@ -22,6 +23,10 @@ def load_path(con: db.Connection, path: Path, **options: float) -> None:
         load.load_file(con, file, load.LoadOptions(**options))
 
 
+@citus_cluster.single_node(
+    "compares with the coordinator's own relations; on Citus status adds up every node's shards"
+    " (tests/citus: test_status_reports_the_rows_and_sizes_on_the_shards)"
+)
 def test_every_table_shows_its_true_size_plain_tables_included(database, con, tmp_path):
     generate_export(tmp_path, lines=3_000, files=2, seed=4)
     write_export(tmp_path, 9, ["not json"])  # rejected, so rejects has a row

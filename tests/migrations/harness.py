@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from km2pg import db, load
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import Km2pgError
 from km2pg.sources import local_file
+from tests import citus_cluster
 from tests.conftest import create_database, drop_database
 from tests.helpers import canonical_dump, check_invariants, write_export
 
@@ -255,8 +257,14 @@ def assert_nothing_lost(before: Facts, after: Facts, start: int, target: int) ->
 
 @contextmanager
 def scratch_database(admin: ConnectionSettings) -> Iterator[ConnectionSettings]:
-    """An empty database (no km2pg schema), dropped afterwards."""
-    settings = create_database(admin, "template0")
+    """An empty database (no km2pg schema), dropped afterwards; on a Citus cluster one with the
+    citus extension and the workers registered, so that migrating distributes it."""
+    if citus_cluster.workers():
+        name = f"km2pg_test_{uuid.uuid4().hex[:12]}"
+        citus_cluster.create_empty(admin, name)
+        settings = admin.with_database(name)
+    else:
+        settings = create_database(admin, "template0")
     try:
         yield settings
     finally:
