@@ -118,72 +118,46 @@ def distribute(con: Connection) -> list[str]:
 # create distributed plan ... use of parameters in SQL functions"; and in some statements, such
 # as one side of an EXCEPT, Citus 13.2 even read such a function as no rows at all). In PL/pgSQL
 # the same query runs as a query of its own, with the parameters' values bound. So on a cluster
-# these functions are replaced by PL/pgSQL twins: same signature, same query, same answers (the
-# tests compare them with plain PostgreSQL's). Applied after every migration of a distributed
-# schema, so that a later migration redefining one is adapted again.
-PLPGSQL_TWINS: Final = {
-    "km2pg.property_at(bigint, text, timestamptz)": """
-CREATE OR REPLACE FUNCTION km2pg.property_at(personid bigint, key text, at timestamptz)
-    RETURNS text LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN (
-        SELECT p.value
-          FROM km2pg.users u
-          JOIN km2pg.events e ON e.userid = u.userid AND e.t <= property_at.at
-          JOIN km2pg.event_properties p ON p.eventid = e.eventid
-         WHERE u.personid = property_at.personid
-           AND p.keyid = (SELECT k.keyid FROM km2pg.keys k
-                           WHERE k.name = km2pg.normalize_name(property_at.key))
-         ORDER BY e.t DESC, p.revision DESC, p.lineno DESC, p.value COLLATE "C" DESC
-         LIMIT 1);
-END $$
-""",
-    "km2pg.person_properties_recomputed()": """
-CREATE OR REPLACE FUNCTION km2pg.person_properties_recomputed()
-    RETURNS TABLE (personid bigint, keyid integer, value text, t timestamptz, revision bigint,
-                   lineno integer, first_value text, first_t timestamptz, first_revision bigint,
-                   first_lineno integer, first_eventid bigint)
-    LANGUAGE plpgsql STABLE AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    WITH settings AS MATERIALIZED (
-        SELECT u.personid, p.keyid, p.value, p.eventid >> 32 AS s, p.revision, p.lineno, p.eventid
-          FROM km2pg.event_properties p
-          JOIN km2pg.users u ON u.userid = p.eventid & 4294967295
-    ),
-    latest AS (
-        SELECT DISTINCT ON (personid, keyid) *
-          FROM settings
-         ORDER BY personid, keyid, s DESC, revision DESC, lineno DESC, value COLLATE "C" DESC
-    ),
-    earliest AS (
-        SELECT DISTINCT ON (personid, keyid) *
-          FROM settings
-         ORDER BY personid, keyid, s, revision, lineno, value COLLATE "C"
-    )
-    SELECT l.personid, l.keyid, l.value, km2pg.eventid_time(l.eventid), l.revision, l.lineno,
-           f.value, km2pg.eventid_time(f.eventid), f.revision, f.lineno, f.eventid
-      FROM latest l JOIN earliest f USING (personid, keyid);
-END $$
-""",
-}
-
-
-_LANGUAGE: Final = """
-SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
- WHERE p.oid = to_regprocedure(CAST(:signature AS text))
+# every SQL-language function of the schema that reads tables (all but the IMMUTABLE ones, which
+# compute from their arguments alone) is replaced by a PL/pgSQL twin made from its own
+# definition: same signature, same query, same answers (the tests compare them with plain
+# PostgreSQL's). Applied after every migration of a distributed schema, so that a function a
+# later migration adds or redefines is adapted too. The twin is built from the catalog (the
+# schema's own code), never from data.
+_SQL_READERS: Final = """
+SELECT format('km2pg.%I(%s)', p.proname, pg_get_function_identity_arguments(p.oid)),
+       quote_ident(p.proname), pg_get_function_arguments(p.oid),
+       pg_get_function_result(p.oid), p.proretset, p.provolatile, p.prosrc
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = CAST('km2pg' AS regnamespace) AND l.lanname = 'sql'
+   AND p.provolatile <> 'i'
+ ORDER BY 1
 """
+_VOLATILITY: Final = {"s": "STABLE", "v": "VOLATILE"}
+
+
+def plpgsql_twin(
+    name: str, arguments: str, result: str, returns_set: bool, volatility: str, body: str
+) -> str:
+    """The PL/pgSQL function that runs a SQL-language function's one query: a set-returning
+    function returns the query's rows, any other its one value. Output columns win over
+    parameters of the same name, as in SQL functions' qualified references."""
+    query = body.strip().rstrip(";").strip()
+    statement = f"RETURN QUERY {query};" if returns_set else f"RETURN ({query});"
+    return (
+        f"CREATE OR REPLACE FUNCTION km2pg.{name}({arguments}) RETURNS {result}\n"
+        f"    LANGUAGE plpgsql {_VOLATILITY[volatility]} AS $twin$\n"
+        f"#variable_conflict use_column\nBEGIN\n{statement}\nEND $twin$"
+    )
 
 
 def adapt_functions(con: Connection) -> list[str]:
-    """Replace the SQL functions Citus cannot run (those the schema has, still in SQL) by their
-    PL/pgSQL twins; returns the signatures replaced."""
+    """Replace the SQL functions Citus cannot run (those of the schema that read tables) by
+    their PL/pgSQL twins; returns the signatures replaced."""
     replaced = []
-    for signature, sql in PLPGSQL_TWINS.items():
-        if con.run(_LANGUAGE, signature=signature) == [["sql"]]:
-            con.run(sql)
-            replaced.append(signature)
+    for signature, name, arguments, result, returns_set, volatility, body in con.run(_SQL_READERS):
+        con.run(plpgsql_twin(name, arguments, result, returns_set, volatility, body))
+        replaced.append(signature)
     return replaced
 
 

@@ -1,4 +1,5 @@
-"""Migrations split into statements for a distributed schema (km2pg.citus.statements)."""
+"""Citus helpers that need no cluster: migrations split into statements (km2pg.citus.statements)
+and the PL/pgSQL twins of SQL functions (km2pg.citus.plpgsql_twin)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def test_every_migration_splits_into_whole_statements() -> None:
         # No function body was cut: every $$ is still there, an even number in each part.
         assert sum(part.count("$$") for part in parts) == migration.sql.count("$$")
         assert all(part.count("$$") % 2 == 0 for part in parts), migration.name
+
+
+def test_a_scalar_twin_returns_the_value_and_a_set_twin_the_rows() -> None:
+    scalar = citus.plpgsql_twin("f", "x integer", "text", False, "s", " SELECT 'a' ;\n")
+    rows = citus.plpgsql_twin("g", "", "TABLE(a integer)", True, "v", "SELECT 1")
+    assert "RETURN (SELECT 'a');" in scalar
+    assert "LANGUAGE plpgsql STABLE" in scalar
+    assert "RETURN QUERY SELECT 1;" in rows
+    assert "LANGUAGE plpgsql VOLATILE" in rows
