@@ -8,6 +8,7 @@ from pathlib import Path
 
 from km2pg import citus, db, load
 from km2pg.sources import local_file
+from tests import citus_cluster
 from tests.integration import insights_oracle as oracle
 
 LANGUAGES = """
@@ -33,6 +34,10 @@ def answers(con: db.Connection) -> tuple[list[list[object]], list[list[object]]]
     return db.rows(con, RECOMPUTED), db.rows(con, PROPERTY_AT, **times)
 
 
+@citus_cluster.single_node(
+    "a cluster's schema has the twins already; tests/citus compares its answers with plain"
+    " PostgreSQL's"
+)
 def test_twins_answer_as_the_sql_functions_they_replace(con, tmp_path: Path) -> None:
     for path in oracle.generate(tmp_path, seed=11):
         assert load.load_file(con, local_file(path)).status == "loaded"
