@@ -36,15 +36,18 @@ KEYS = ("plan", "campaign source", "n")
 
 @pytest.fixture
 def fold_in_flight(database: ConnectionSettings) -> Iterator[db.Connection]:
-    """A connection holding the alias lock the way a loader that only folds does (shared), in
-    an open transaction: every test here runs beside it."""
+    """A connection for holding the alias lock the way a loader that only folds does (shared),
+    in an open transaction: :func:`_hold_like_a_fold` takes it once the test is ready."""
     con = db.connect(database)
+    yield con
+    db.close_quietly(con)
+
+
+def _hold_like_a_fold(con: db.Connection) -> None:
     con.run("BEGIN")
     con.run(
         "SELECT pg_advisory_xact_lock_shared(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES
     )
-    yield con
-    db.close_quietly(con)
 
 
 def _settings_lines(names: list[str], first_second: int, count: int, seed: int) -> list[Any]:
@@ -102,6 +105,7 @@ def _waits_for_advisory_lock(settings: ConnectionSettings, seconds: float = 30) 
 )
 def test_a_load_that_only_folds_runs_beside_another_fold(database, fold_in_flight, tmp_path):
     path = write_export(tmp_path, 1, _settings_lines(["ann", "bob"], NOW - 1000, 50, seed=1))
+    _hold_like_a_fold(fold_in_flight)
     loader = _Load(database, path)
     loader.start()
     loader.join(timeout=60)
@@ -125,6 +129,7 @@ def test_a_load_that_merges_or_repairs_waits_for_the_folds_in_flight(
         load_serially(database, [write_export(tmp_path / "before", 1, lines)])
         changed = [{**line, **{k: f"{line[k]}!" for k in KEYS if k in line}} for line in lines]
         path = write_export(tmp_path / "after", 2, changed)
+    _hold_like_a_fold(fold_in_flight)
     loader = _Load(database, path)
     loader.start()
     assert _waits_for_advisory_lock(database)
