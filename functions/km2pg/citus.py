@@ -129,7 +129,8 @@ SELECT format('km2pg.%I(%s)', p.proname, pg_get_function_identity_arguments(p.oi
        quote_ident(p.proname), pg_get_function_arguments(p.oid),
        pg_get_function_result(p.oid), p.proretset, p.provolatile, p.prosrc
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
- WHERE p.pronamespace = CAST('km2pg' AS regnamespace) AND l.lanname = 'sql'
+ WHERE p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = 'km2pg')
+   AND l.lanname = 'sql'
    AND p.provolatile <> 'i'
  ORDER BY 1
 """

@@ -59,3 +59,13 @@ def test_twins_answer_as_the_sql_functions_they_replace(con, tmp_path: Path) -> 
     ]
     assert answers(con) == (recomputed, property_at)
     assert citus.adapt_functions(con) == []  # nothing left to adapt
+
+
+def test_without_the_schema_there_is_nothing_to_adapt(con) -> None:
+    # A cluster's database before its first migration (migrate to version 0) has no schema yet.
+    con.run("BEGIN")
+    con.run("ALTER SCHEMA km2pg RENAME TO km2pg_elsewhere")
+    try:
+        assert citus.adapt_functions(con) == []
+    finally:
+        con.run("ROLLBACK")
