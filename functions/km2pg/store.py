@@ -430,6 +430,24 @@ SELECT id, name, id
 """
 _USERS_SAFE: Final = f"{_USERS}    ON CONFLICT (name) DO NOTHING"
 
+# The identities this load creates, kept for person_properties' upkeep (see _FOLD_FILE): a person
+# made of them alone is invisible to every other loader until this one commits, so it cannot
+# have stored rows. A fast attempt that is rolled back to its savepoint takes its rows with it.
+_NEW_USERS_STAGED: Final = "CREATE TEMP TABLE s_new_users (userid bigint NOT NULL) ON COMMIT DROP"
+
+
+def _keeping_new_users(insert: str) -> str:
+    return f"""
+WITH written AS (
+{insert}
+RETURNING userid
+)
+INSERT INTO s_new_users SELECT userid FROM written
+"""
+
+
+_USERS_KEPT: Final = (_keeping_new_users(_USERS), _keeping_new_users(_USERS_SAFE))
+
 _USERS_STAGED: Final = """
 CREATE TEMP TABLE s_users ON COMMIT DROP AS
     SELECT u.userid, u.name FROM km2pg.users u JOIN s_names USING (name);
@@ -584,7 +602,9 @@ def insert_facts(
         clock.lap("users")  # the file's names: part of the users step, as without suppression
         suppressed = _suppress_lines(con)
         clock.lap("suppress")
-    _insert(con, _USERS, _USERS_SAFE)
+    if keep_settings:
+        con.run(_NEW_USERS_STAGED)
+    _insert(con, *(_USERS_KEPT if keep_settings else (_USERS, _USERS_SAFE)))
     con.run(_USERS_STAGED)
     clock.lap("users")
     _new_names(con, "actions", names.actions, "e")
@@ -779,12 +799,13 @@ _STATE_COLUMNS: Final = """
 # Rows of ``folded`` (one per person and key) folded into what is stored: new rows inserted,
 # stored rows updated where the incoming latest or first setting wins. One upsert, a probe of the
 # primary key per row: its cost follows the file, not the table (an UPDATE ... FROM plus an
-# anti-join hashed the whole table for every file). In (personid, keyid) order, so that loaders
-# folding at once (see update_people) meet each other's rows in one order, never in a cycle; the
-# WHERE compares with the row as committed by then, so no concurrent setting is lost.
-_UPSERT_FOLDED: Final = f"""
+# anti-join hashed the whole table for every file). In (personid, keyid) order, the primary key's,
+# so that loaders folding at once (see update_people) meet each other's rows in one order, never
+# in a cycle; the WHERE compares with the row as committed by then, so no concurrent setting is
+# lost. ``{rows}`` picks the rows of ``folded`` to upsert.
+_UPSERT: Final = f"""
 INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
-SELECT c.* FROM folded c ORDER BY c.personid, c.keyid
+SELECT c.* FROM folded c {{rows}} ORDER BY c.personid, c.keyid
     ON CONFLICT (personid, keyid) DO UPDATE SET
        value = CASE WHEN {_LATER} THEN excluded.value ELSE s.value END,
        t = CASE WHEN {_LATER} THEN excluded.t ELSE s.t END,
@@ -799,6 +820,10 @@ SELECT c.* FROM folded c ORDER BY c.personid, c.keyid
                        ELSE s.first_eventid END
  WHERE {_LATER} OR {_EARLIER}
 """
+_UPSERT_FOLDED: Final = _UPSERT.format(rows="")
+_UPSERT_NOT_FRESH: Final = _UPSERT.format(
+    rows="WHERE c.personid NOT IN (SELECT personid FROM fresh)"
+)
 
 # The persons of this file's identities, as merged by now.
 _PERSONS_STAGED: Final = """
@@ -809,6 +834,11 @@ ANALYZE s_persons;
 
 # This file's settings, the latest and the first of each person and key (within one file a
 # person's settings of a key differ in (second, lineno)), folded into what is stored.
+# Persons this load created (personid a userid it inserted: s_new_users) have no stored rows: no
+# other loader can see them before this one commits, so only this load's merge can have given
+# them rows (checked). Their rows, most of a file's in a steady stream of new visitors, go in with
+# a plain INSERT (no speculative insertion, no probe before it, no row lock anyone can wait for);
+# the rest with the upsert, in the primary key's order.
 _FOLD_FILE: Final = f"""
 WITH settings AS (
     SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
@@ -833,8 +863,21 @@ folded AS MATERIALIZED (
            first_value, km2pg.eventid_time(first_eventid) AS first_t,
            CAST(:revision AS bigint) AS first_revision, first_lineno, first_eventid
       FROM ends
+),
+-- A new identity is a person of its own unless this load's merge made it one with others: then
+-- that person may hold rows moved in by the merge (the only rows anyone can have written for
+-- it), and those are looked up by key (= ANY of an array: a probe of the primary key each).
+fresh AS MATERIALIZED (
+    SELECT userid AS personid FROM s_new_users
+    EXCEPT
+    SELECT s.personid FROM km2pg.person_property_state s
+     WHERE s.personid = ANY (ARRAY(SELECT userid FROM s_new_users))
+),
+inserted AS (
+    INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
+    SELECT c.* FROM folded c WHERE c.personid IN (SELECT personid FROM fresh)
 )
-{_UPSERT_FOLDED}"""
+{_UPSERT_NOT_FRESH}"""
 
 # A line of this file replaced the stored setting that a first value came from (same event,
 # greater (revision, lineno), or the same line number of another content of the same export
