@@ -15,6 +15,11 @@ have). Every case runs as a child process, as a user runs it, for its wall time 
 - 10 files by ``km2pg load``;
 - 40 files by ``km2pg load --jobs 4``: four loaders at once, as the function's concurrency does.
 
+Then the upkeep's cost on a second shape of data, "real-sample shape" (sample_shape.py): 10 files
+made of the real Kissmetrics sample's people (renamed copies, the same people every file, about
+as many lines as the synthetic 10 files), loaded by one process with and without the upkeep,
+alternately, a few times: its ratio is printed beside the synthetic one.
+
 After each case, the final rows are copied out and COPYed back into bare tables and into tables
 with km2pg's keys: the floors its time is compared with (same run, same server). The table ends
 with the per-step time of the one-process case and the time of loading a file again (skipped).
@@ -52,6 +57,7 @@ from km2pg.cli import local, synth
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.load import LoadOptions, load_file, prepare_connection
 from km2pg.sources import local_file
+from sample_shape import read_sample, write_sample_shaped_export
 
 DEFAULT_LINES: Final = 1_000_000
 SEED: Final = 20_240_601
@@ -62,6 +68,13 @@ READ_CHUNK: Final = 1 << 20
 HOURLY_FILES: Final = 10
 BACKFILL_FILES: Final = 40
 BACKFILL_JOBS: Final = 4
+SAMPLE: Final = (
+    Path(__file__).resolve().parents[2] / "shared" / "samples" / "kissmetrics-demo" / "revisions"
+) / "1.json"
+"""The real Kissmetrics sample, read in place beside the checkout (see tests/conftest.py)."""
+SAMPLE_SHAPE_RUNS: Final = 3
+"""Runs of each (with, without the upkeep), alternately: the ratio is a few percent, so one run
+each is within the noise."""
 SERVERS: Final = {"embedded": local.LOCAL_SETTINGS, "default": {}}
 """The embedded server as km2pg starts it, and one with PostgreSQL's own defaults."""
 SHOWN_SETTINGS: Final = (
@@ -104,6 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES, help="lines in the file")
     parser.add_argument(
         "--keep", action="store_true", help="keep the work folder (the export and floor files)"
+    )
+    parser.add_argument(
+        "--sample",
+        type=Path,
+        default=SAMPLE,
+        help="the real export sample the real-sample-shape files are made of",
     )
     args = parser.parse_args(argv)
     if args.lines < 1:
@@ -293,6 +312,43 @@ def measure_server(
     return cases, timings, skip
 
 
+@dataclass(frozen=True)
+class SampleShape:
+    """The real-sample-shape files loaded by one process, with and without the upkeep."""
+
+    lines: int
+    with_upkeep: list[float]
+    without: list[float]
+
+    @staticmethod
+    def median(seconds: list[float]) -> float:
+        return sorted(seconds)[len(seconds) // 2]
+
+
+def measure_sample_shape(
+    label: str, server: local.EmbeddedServer, paths: list[Path], work: Path
+) -> SampleShape:
+    """The real-sample-shape files by one process, with and without the upkeep, alternately,
+    each time into a new database (the without run first, so neither always goes first)."""
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(SAMPLE_SHAPE_RUNS):
+        for upkeep in (False, True):
+            settings = local.ensure_database(server, DATABASE)
+            checkpoint(settings)
+            run = run_serial(paths, server.dsn(DATABASE), work / "sample-steps.json", upkeep=upkeep)
+            if run.exit_code:
+                raise SystemExit(f"{label} real-sample shape: the load exited {run.exit_code}")
+            runs[upkeep].append(run.seconds)
+            drop_database(server, DATABASE)
+    shape = SampleShape(len_lines(paths), runs[True], runs[False])
+    print(
+        f"  {label:<9} {len(paths)} real-sample-shape files, one process, with/without upkeep"
+        f" (median of {SAMPLE_SHAPE_RUNS}): {shape.median(shape.with_upkeep):.2f} s /"
+        f" {shape.median(shape.without):.2f} s"
+    )
+    return shape
+
+
 def len_lines(paths: list[Path]) -> int:
     return sum(_lines(p) for p in paths)
 
@@ -302,7 +358,12 @@ def _lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: source.read(READ_CHUNK), b""))
 
 
-def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[str, float]) -> None:
+def report(
+    cases: list[Case],
+    steps: dict[str, dict[str, float]],
+    skips: dict[str, float],
+    shapes: dict[str, SampleShape] | None = None,
+) -> None:
     print()
     header = (
         f"{'server':<9} {'case':<44} {'lines':>10} {'s':>7} {'lines/s':>9} "
@@ -321,7 +382,7 @@ def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[st
     for server, seconds in skips.items():
         print(f"{server}: loading the 1-file export again (skipped): {seconds:.2f} s")
     print()
-    upkeep_report(cases, steps)
+    upkeep_report(cases, steps, shapes or {})
     print()
     print("per-step seconds of the one-process case (summed over its files)")
     servers = list(steps)
@@ -331,9 +392,12 @@ def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[st
     print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
 
 
-def upkeep_report(cases: list[Case], steps: dict[str, dict[str, float]]) -> None:
+def upkeep_report(
+    cases: list[Case], steps: dict[str, dict[str, float]], shapes: dict[str, SampleShape]
+) -> None:
     """person_properties' upkeep: the one-process case with and without it (same run, same
-    server), as lines/s and the time it adds; and its step's share of the case's step time."""
+    server), as lines/s and the time it adds; and its step's share of the case's step time.
+    Then the same on the real-sample-shape files, where measured."""
     print("person_properties' upkeep (one process, the 10 files; budget: at most +10% time)")
     for server, timings in steps.items():
         serial = [c for c in cases if c.server == server and "(Lambda)" in c.name]
@@ -347,6 +411,13 @@ def upkeep_report(cases: list[Case], steps: dict[str, dict[str, float]]) -> None
             f"  {server:<9} with {rate(on.lines, on.run.seconds)} lines/s, without "
             f"{rate(off.lines, off.run.seconds)} lines/s: time x{ratio:.3f} ({ratio - 1:+.1%});"
             f" the fold step is {share:.1%} of the steps' time"
+        )
+    for server, shape in shapes.items():
+        slow, fast = shape.median(shape.with_upkeep), shape.median(shape.without)
+        print(
+            f"  {server:<9} real-sample shape: with {rate(shape.lines, slow)} lines/s, without "
+            f"{rate(shape.lines, fast)} lines/s: time x{slow / fast:.3f} ({slow / fast - 1:+.1%});"
+            f" medians of {len(shape.with_upkeep)} alternate runs"
         )
 
 
@@ -406,6 +477,16 @@ def citus_row(path: Path, lines: int, plain: ConnectionSettings) -> None:
             print(f"    {line}")
 
 
+def sample_shaped(sample: Path, folder: Path, lines: int) -> list[Path]:
+    """The real-sample-shape files, about ``lines`` lines in all (at least one copy of the
+    sample per file), or none when the sample is not there (said so)."""
+    if not sample.is_file():
+        print(f"no real-sample-shape rows: no sample at {sample} (see --sample)")
+        return []
+    copies = max(1, round(lines / HOURLY_FILES / len(read_sample(sample))))
+    return write_sample_shaped_export(sample, folder, files=HOURLY_FILES, copies=copies)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--serial-child"]:
@@ -426,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=SEED + 2,
             ).files,
         }
+        sample_paths = sample_shaped(args.sample, work / "sample", lines)
         size = sum(p.stat().st_size for paths in exports.values() for p in paths) / MB
         print(
             f"generated {len(exports['one'])} + {len(exports['hourly'])} + "
@@ -435,9 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases: list[Case] = []
         steps: dict[str, dict[str, float]] = {}
         skips: dict[str, float] = {}
+        shapes: dict[str, SampleShape] = {}
         for label, settings in SERVERS.items():
             with embedded_server(work / label, settings) as server:
                 found, timings, skip = measure_server(label, server, exports, work)
+                if sample_paths:
+                    shapes[label] = measure_sample_shape(label, server, sample_paths, work)
                 if label == "embedded":
                     plain = local.ensure_database(server, DATABASE)
                     run_load(exports["one"][0], server.dsn(DATABASE))
@@ -445,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases += found
             steps[label] = timings
             skips[label] = skip.seconds
-        report(cases, steps, skips)
+        report(cases, steps, skips, shapes)
         print()
         print(SETTINGS_NOTE)
     return 0

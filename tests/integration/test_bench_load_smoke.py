@@ -36,6 +36,8 @@ def test_bench_load_at_a_tiny_size_prints_every_case_on_both_servers():
             assert len(rows) == 1, (server, case)
     assert "per-step seconds of the one-process case" in run.stdout
     upkeep = [line for line in run.stdout.splitlines() if " lines/s, without " in line]
-    assert [line.split()[0] for line in upkeep] == ["embedded", "default"]
+    assert [line.split()[0] for line in upkeep] == ["embedded", "default"] * 2
+    shaped = [line for line in upkeep if "real-sample shape:" in line]
+    assert [line.split()[0] for line in shaped] == ["embedded", "default"]
     assert "loading the 1-file export again (skipped)" in run.stdout
     assert "no Citus row" in run.stdout
