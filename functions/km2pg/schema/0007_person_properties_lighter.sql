@@ -10,3 +10,8 @@
 -- keeps person_properties", for both sides' figures).
 
 DROP INDEX km2pg.person_property_state_keyid;
+
+COMMENT ON TABLE km2pg.person_property_state IS
+    'What person_properties shows, with the line each value came from; found by person (its '
+    'primary key, its only index). Written only by the loader (merges and repairs under the '
+    'alias lock alone, plain folds sharing it); read person_properties instead.';
