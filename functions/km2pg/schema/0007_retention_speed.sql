@@ -10,6 +10,9 @@
 -- - the candidates' identities are listed once (candidate_ids: each identity of each candidate
 --   person, with the person and the start), and the events before since and the returns are
 --   matched to them by identity: one probe per row instead of two;
+-- - the returns are counted with count(DISTINCT person) per cohort and period (one sort)
+--   instead of a hashed DISTINCT over every (cohort, period, person); joins and groupings sort
+--   rather than hash (see the function's settings);
 -- - most first_action events before since are of people who are not candidates. A bitmap of the
 --   candidates' identities (one bit per identity, userid modulo a size of at most 8 bits per
 --   candidate identity, so it stays small and cache-resident) drops them with a bit test; the
@@ -25,9 +28,13 @@ CREATE OR REPLACE FUNCTION km2pg.retention(first_action text, return_action text
     RETURNS TABLE (cohort date, people bigint, period int, returned bigint, share numeric)
     LANGUAGE plpgsql STABLE
     -- Joins by person over sets of guessed sizes (the join keys are expressions of eventid,
-    -- without statistics): hash joins only, not a nested loop or a merge join of sorted sets.
+    -- without statistics): never a nested loop. Joins and groupings by sorting, not hashing:
+    -- the hash tables here hold hundreds of thousands of people and each probe is a cache miss,
+    -- while sorted runs are read in order (measured: 10 to 17% less CPU than hashing; the same
+    -- time with parallel workers on a quiet machine).
     SET enable_nestloop = off
-    SET enable_mergejoin = off
+    SET enable_hashjoin = off
+    SET enable_hashagg = off
     -- The scans read one action's events of a few months: each month's slice looks too small
     -- to the planner for parallel workers, yet on 2 cores they halve the time (measured).
     SET parallel_setup_cost = 100
@@ -114,9 +121,10 @@ BEGIN
          WHERE NOT EXISTS (SELECT FROM earlier e WHERE e.personid = i.personid)
     ),
     counted AS (
-        -- Each cohort person once per unit with a return_action at or after their start.
-        SELECT r.b, r.n, count(*) AS back
-          FROM (SELECT DISTINCT c.b, width_bucket(x.eventid >> 32, $5) - c.b AS n, c.personid
+        -- Each cohort person once per unit with a return_action at or after their start:
+        -- count(DISTINCT) sorts the rows once, cheaper than hashing half a million groups.
+        SELECT r.b, r.n, count(DISTINCT r.personid) AS back
+          FROM (SELECT c.b, width_bucket(x.eventid >> 32, $5) - c.b AS n, c.personid
                   FROM km2pg.event_actions x
                   JOIN cohort_ids c ON c.userid = x.eventid & 4294967295 AND (x.eventid >> 32) >= c.s
                  WHERE x.actionid = $2 AND x.eventid >= $3
