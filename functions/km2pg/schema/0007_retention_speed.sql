@@ -96,13 +96,18 @@ BEGIN
         SELECT greatest(least(max(i.userid) + 1, 8 * count(*)), 8) AS m FROM candidate_ids i
     ),
     seen AS (
-        SELECT z.m, decode(string_agg(lpad(to_hex(coalesce(b.v, 0)), 2, '0'), '' ORDER BY g.i),
-                           'hex') AS bits
+        -- The bitmap's bytes in order: each byte that has a bit set, after zero bytes for the
+        -- gap since the previous one, then zero bytes up to the end (set bytes only: no series).
+        SELECT z.m,
+               string_agg(decode(repeat('00', CAST(b.i - b.prev - 1 AS int)), 'hex')
+                              || set_byte(BYTEA '\x00', 0, b.v), BYTEA '' ORDER BY b.i)
+                   || decode(repeat('00', CAST(((z.m - 1) >> 3) - max(b.i) AS int)), 'hex') AS bits
           FROM bitmap_size z
-         CROSS JOIN generate_series(0, (z.m - 1) >> 3) AS g (i)
-          LEFT JOIN (SELECT (i.userid % y.m) >> 3 AS i, bit_or(1 << ((i.userid % y.m) & 7)::int) AS v
-                       FROM candidate_ids i CROSS JOIN bitmap_size y
-                      GROUP BY 1) AS b ON b.i = g.i
+         CROSS JOIN (SELECT d.i, d.v, lag(d.i, 1, -1) OVER (ORDER BY d.i) AS prev
+                       FROM (SELECT (i.userid % y.m) >> 3 AS i,
+                                    bit_or(1 << CAST((i.userid % y.m) & 7 AS int)) AS v
+                               FROM candidate_ids i CROSS JOIN bitmap_size y
+                              GROUP BY 1) AS d) AS b
          GROUP BY z.m
     ),
     earlier AS (
