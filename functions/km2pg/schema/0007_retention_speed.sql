@@ -100,7 +100,8 @@ BEGIN
         -- gap since the previous one, then zero bytes up to the end (set bytes only: no series).
         SELECT z.m,
                string_agg(decode(repeat('00', CAST(b.i - b.prev - 1 AS int)), 'hex')
-                              || set_byte(BYTEA '\x00', 0, b.v), BYTEA '' ORDER BY b.i)
+                              || set_byte(decode('00', 'hex'), 0, b.v),
+                          decode('', 'hex') ORDER BY b.i)
                    || decode(repeat('00', CAST(((z.m - 1) >> 3) - max(b.i) AS int)), 'hex') AS bits
           FROM bitmap_size z
          CROSS JOIN (SELECT d.i, d.v, lag(d.i, 1, -1) OVER (ORDER BY d.i) AS prev
@@ -148,3 +149,8 @@ BEGIN
      ORDER BY z.b, g.n
     $q$ USING first_id, return_id, lo, hi, bounds, periods, starts;
 END $$;
+
+COMMENT ON FUNCTION km2pg.retention(text, text, timestamptz, timestamptz, text, int) IS
+    'Cohorts by the unit of each person''s first first_action, and how many came back with '
+    'return_action in each of the next periods units. Reads merged_identities once and matches '
+    'events to the candidates'' identities (a bitmap first, then exactly).';
