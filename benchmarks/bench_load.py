@@ -330,6 +330,10 @@ def report(cases: list[Case], steps: dict[str, dict[str, float]], skips: dict[st
     for step in steps[servers[0]]:
         print(f"  {step:<17}" + "".join(f" {steps[s].get(step, 0.0):>10.2f}" for s in servers))
     print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
+    print(
+        "  (stage: the first file parsed as it is COPYed; each next one parsed in a thread while"
+        " the server applied the one before, then COPYed from that spool)"
+    )
 
 
 def upkeep_report(cases: list[Case], steps: dict[str, dict[str, float]]) -> None:

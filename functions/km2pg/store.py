@@ -3,10 +3,11 @@
 Concurrency without deadlocks: every load transaction takes its locks in one global order
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
-table's rows in key order, and last the alias lock, under which the persons merge and
-person_properties' upkeep run (shared by loads that only fold settings in, in key order too); on
-Citus the alias lock comes right after the file's lock, see :func:`_lock_writes_on_citus`).
-Two loaders can wait for each other but never in a cycle. New
+table's rows in one fixed order (key order; events by identity, then eventid), and last the
+alias lock, under which the persons merge and person_properties' upkeep run (shared by loads
+that only fold settings in, in key order too); on Citus the alias lock comes right after the
+file's lock, see :func:`_lock_writes_on_citus`). Two loaders can wait for each other but never
+in a cycle. New
 partitions are created in their own short transaction before the load, since DDL on a
 partitioned table waits for every load in flight.
 """
@@ -77,6 +78,8 @@ CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_aliases PARTITION OF km2pg_stage
     FOR VALUES IN ('a', 'r');
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_properties PARTITION OF km2pg_stage
     FOR VALUES IN ('k');
+CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_identities PARTITION OF km2pg_stage
+    FOR VALUES IN ('n');
 TRUNCATE {STAGE};
 """
 
@@ -327,12 +330,18 @@ def _lock_writes_on_citus(con: Connection) -> None:
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
 # (name = key, value; its line's e or p row holds p, t and the action), r reject (name = reason,
-# value = raw line).
+# value = raw line), n identity (p: each of the file's identities once, after its lines, when the
+# parser could remember them all).
 _NAMES_STAGED: Final = f"""
 CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p AS name FROM {STAGE} WHERE rec IN ('e', 'p', 'a')
     UNION
     SELECT p2 FROM {STAGE} WHERE rec = 'a';
+ANALYZE s_names;
+"""
+# The same names when the parser staged each once (rec n): no pass over the lines to find them.
+_IDENTITIES_STAGED: Final = f"""
+CREATE TEMP TABLE s_names ON COMMIT DROP AS SELECT p AS name FROM {STAGE}_identities;
 ANALYZE s_names;
 """
 
@@ -478,9 +487,15 @@ ANALYZE s_ev;
 # done again with ON CONFLICT. Actions and properties of events that are all new cannot exist
 # yet, so they take the fast path whenever the events did.
 # DISTINCT ON always sorts (a hash aggregate, which a low estimate of distinct rows can pick, needs
-# a sort afterwards anyway); an eventid determines its userid and t.
+# a sort afterwards anyway); an eventid determines its userid and t. Written in (userid, eventid)
+# order, one fixed order for every loader as the lock order needs: the userid index then takes
+# its entries in order, while the primary key's stay within the file's few hours (12% less time
+# than in eventid order on a 100,000-line file, side by side).
 _EVENT_ROWS: Final = """
-SELECT DISTINCT ON (eventid) eventid, userid, to_timestamp(t) FROM s_ev ORDER BY eventid
+SELECT eventid, userid, t
+  FROM (SELECT DISTINCT ON (eventid) eventid, userid, to_timestamp(t) AS t
+          FROM s_ev ORDER BY eventid) AS e
+ ORDER BY userid, eventid
 """
 _EVENTS: Final = f"INSERT INTO km2pg.events (eventid, userid, t) {_EVENT_ROWS}"
 _EVENTS_SAFE: Final = f"{_EVENTS} ON CONFLICT DO NOTHING"
@@ -578,7 +593,7 @@ def insert_facts(
     that person_properties' upkeep folds in.
     """
     clock = _Clock(timings)
-    con.run(_NAMES_STAGED)
+    con.run(_NAMES_STAGED if names.identities is None else _IDENTITIES_STAGED)
     suppressed = 0
     if suppress:
         clock.lap("users")  # the file's names: part of the users step, as without suppression
