@@ -4,7 +4,8 @@ The steps, and why:
 1. Recognize a file already loaded (same export key and content) without parsing it, when its
    content hash is cheap to know (a local file, or an S3 ETag): ``skipped``.
 2. Parse and COPY the whole file into a temporary staging table (one streaming pass; memory is
-   bounded by a chunk, not the file).
+   bounded by a chunk, not the file). A file parsed ahead while the previous one was applied
+   (see :mod:`km2pg.lookahead`) is COPYed from its spool.
 3. Too many rejects: ledger ``failed`` with the reason; nothing is loaded.
 4. Create the months' partitions the file needs, in a short transaction of its own.
 5. One transaction: dictionaries, events, actions, properties, aliases, the ledger row and the
