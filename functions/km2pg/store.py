@@ -3,11 +3,10 @@
 Concurrency without deadlocks: every load transaction takes its locks in one global order
 (the partition lock, the events table in ACCESS SHARE mode, the file's lock, then new rows of
 users, actions, keys, events, event_actions, event_properties, aliases and the ledger, each
-table's rows in one fixed order (key order; events by identity, then eventid), and last the
-alias lock, under which the persons merge and person_properties' upkeep run (shared by loads
-that only fold settings in, in key order too); on Citus the alias lock comes right after the
-file's lock, see :func:`_lock_writes_on_citus`). Two loaders can wait for each other but never
-in a cycle. New
+table's rows in key order, and last the alias lock, under which the persons merge and
+person_properties' upkeep run (shared by loads that only fold settings in, in key order too); on
+Citus the alias lock comes right after the file's lock, see :func:`_lock_writes_on_citus`).
+Two loaders can wait for each other but never in a cycle. New
 partitions are created in their own short transaction before the load, since DDL on a
 partitioned table waits for every load in flight.
 """
@@ -487,15 +486,11 @@ ANALYZE s_ev;
 # done again with ON CONFLICT. Actions and properties of events that are all new cannot exist
 # yet, so they take the fast path whenever the events did.
 # DISTINCT ON always sorts (a hash aggregate, which a low estimate of distinct rows can pick, needs
-# a sort afterwards anyway); an eventid determines its userid and t. Written in (userid, eventid)
-# order, one fixed order for every loader as the lock order needs: the userid index then takes
-# its entries in order, while the primary key's stay within the file's few hours (12% less time
-# than in eventid order on a 100,000-line file, side by side).
+# a sort afterwards anyway); an eventid determines its userid and t. Eventid order (the primary
+# key's): writing them in (userid, eventid) order, for the userid index, measured slower in the
+# load (see README, Performance).
 _EVENT_ROWS: Final = """
-SELECT eventid, userid, t
-  FROM (SELECT DISTINCT ON (eventid) eventid, userid, to_timestamp(t) AS t
-          FROM s_ev ORDER BY eventid) AS e
- ORDER BY userid, eventid
+SELECT DISTINCT ON (eventid) eventid, userid, to_timestamp(t) FROM s_ev ORDER BY eventid
 """
 _EVENTS: Final = f"INSERT INTO km2pg.events (eventid, userid, t) {_EVENT_ROWS}"
 _EVENTS_SAFE: Final = f"{_EVENTS} ON CONFLICT DO NOTHING"
