@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from itertools import chain
 from typing import Final
 
 from pg8000.exceptions import DatabaseError, InterfaceError
@@ -30,7 +29,7 @@ from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
 from km2pg.lookahead import Ahead, Lookahead
 from km2pg.parse_worker import copy_export_parallel
 from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
-from km2pg.staging import GuardedStream, StageStats, copy_export, copy_identities
+from km2pg.staging import GuardedStream, StageStats, copy_export
 
 DEFAULT_MAX_REJECT_SHARE: Final = 0.10
 PARSE_IN_WORKERS_MIN_BYTES: Final = 16 * 1024 * 1024
@@ -159,8 +158,8 @@ def _load(
         latest = int(time.time()) + FUTURE_SLACK_SECONDS
         with ContentStream(file) as stream:
             parse = copy_export_parallel if _parse_in_workers(file, options) else copy_export
-            rows = parse(iter_raw_lines(stream.stream), latest, stats, options.on_progress)
-            _stage(con, file, chain(rows, copy_identities(stats.names)))
+            lines = iter_raw_lines(stream.stream)
+            _stage(con, file, parse(lines, latest, stats, options.on_progress))
             content = stream
     entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)
     timings["stage"] = time.monotonic() - started - timings["hash"]

@@ -18,12 +18,11 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from itertools import chain
 from typing import IO, Final
 
 from km2pg.export import iter_raw_lines
 from km2pg.sources import ContentStream, ExportFile
-from km2pg.staging import StageStats, copy_export, copy_identities
+from km2pg.staging import StageStats, copy_export
 
 SPOOL_BYTES: Final = 128 * 1024 * 1024
 """The spool's limit on disk. COPY text is about 1.25 times the file (16 MB for an hourly file
@@ -73,10 +72,9 @@ class Ahead:
         """The thread: parse into the spool until the file ends or the spool is full."""
         try:
             self.content = ContentStream(self.file)
-            rows = copy_export(
+            parse = copy_export(
                 iter_raw_lines(self.content.stream), self.latest, self.stats, self._progress
             )
-            parse = chain(rows, copy_identities(self.stats.names))
             written = 0
             for chunk in parse:
                 data = chunk.encode()

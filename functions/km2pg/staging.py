@@ -20,8 +20,7 @@ NULL: Final = "\\N"
 CHUNK_CHARS: Final = 256 * 1024
 
 STAGE_LAYOUT: Final = (
-    # e event, p property set, a alias, k property, r reject, n identity (once per file)
-    ("rec", '"char" NOT NULL'),
+    ("rec", '"char" NOT NULL'),  # e event, p property set, a alias, k property, r reject
     ("lineno", "integer NOT NULL"),
     ("p", "text"),  # the identity (_p)
     ("p2", "text"),  # the second identity of an alias (_p2)
@@ -36,10 +35,6 @@ STAGE_COLUMNS: Final = ", ".join(column for column, _ in STAGE_LAYOUT)
 STAGE_COLUMNS_DDL: Final = ",\n    ".join(f"{column:<6} {kind}" for column, kind in STAGE_LAYOUT)
 MAX_NAMES: Final = 100_000
 """Distinct action or key names remembered per file; past that they are found in SQL."""
-MAX_IDENTITIES: Final = 250_000
-"""Distinct identities remembered per file (about 25 MB at the most; an hourly file has about
-20,000): staged once each after the file's rows (see :func:`copy_identities`), so that SQL need
-not find them among all the lines. Past that they are found in SQL."""
 
 
 def _same(value: str) -> str:
@@ -65,8 +60,6 @@ class StagedNames:
 
     actions: set[str] | None = field(default_factory=set)
     keys: set[str] | None = field(default_factory=set)
-    identities: set[str] | None = field(default_factory=set)
-    """The identities (``_p``, and ``_p2`` of aliases) of the accepted lines."""
 
     def add(self, other: StagedNames) -> None:
         """Take in another part's names (a part that gave up on a set makes this one give up)."""
@@ -76,21 +69,14 @@ class StagedNames:
             else (self.actions | other.actions)
         )
         self.keys = None if self.keys is None or other.keys is None else self.keys | other.keys
-        if self.identities is not None and other.identities is not None:
-            self.identities |= other.identities  # in place: it is the large one
-        else:
-            self.identities = None
         self.bound()
 
     def bound(self) -> tuple[set[str] | None, set[str] | None]:
-        """Give up on a set that grew past its limit; returns the action and key sets (checked
-        once per chunk)."""
+        """Give up on a set that grew past MAX_NAMES; returns both (checked once per chunk)."""
         if self.actions is not None and len(self.actions) > MAX_NAMES:
             self.actions = None
         if self.keys is not None and len(self.keys) > MAX_NAMES:
             self.keys = None
-        if self.identities is not None and len(self.identities) > MAX_IDENTITIES:
-            self.identities = None
         return self.actions, self.keys
 
 
@@ -161,7 +147,6 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
     months = stats.months
     names = stats.names
     action_names, key_names = names.actions, names.keys
-    identities = names.identities
     days_seen: set[int] = set()
 
     def save() -> None:
@@ -198,10 +183,6 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
             days_seen.add(day)
             moment = datetime.fromtimestamp(day * 86400, UTC)
             months.add((moment.year, moment.month))
-        if identities is not None:
-            identities.add(person)
-            if alias is not None:
-                identities.add(alias)
         # A plain line has nothing to escape (see Line.plain): skip the work.
         e = _same if plain else esc
         person = e(person)
@@ -236,7 +217,6 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
         if size >= CHUNK_CHARS:
             save()
             action_names, key_names = names.bound()
-            identities = names.identities
             yield "".join(buffer)
             buffer.clear()
             size = 0
@@ -249,25 +229,6 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
         yield "".join(buffer)
     if on_progress is not None and lines > reported:
         on_progress(lines - reported)
-
-
-def copy_identities(names: StagedNames) -> Iterator[str]:
-    """The file's distinct identities as staging rows (``n``), once its lines are parsed (so
-    iterate it after the parse); none when there were too many to remember."""
-    if names.identities is None:
-        return
-    buffer: list[str] = []
-    size = 0
-    for name in names.identities:
-        row = f"n\t0\t{copy_text(name)}\t\\N\t\\N\t\\N\t\\N\t\\N\n"
-        buffer.append(row)
-        size += len(row)
-        if size >= CHUNK_CHARS:
-            yield "".join(buffer)
-            buffer.clear()
-            size = 0
-    if buffer:
-        yield "".join(buffer)
 
 
 class GuardedStream:

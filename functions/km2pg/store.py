@@ -77,8 +77,6 @@ CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_aliases PARTITION OF km2pg_stage
     FOR VALUES IN ('a', 'r');
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_properties PARTITION OF km2pg_stage
     FOR VALUES IN ('k');
-CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_identities PARTITION OF km2pg_stage
-    FOR VALUES IN ('n');
 TRUNCATE {STAGE};
 """
 
@@ -329,18 +327,12 @@ def _lock_writes_on_citus(con: Connection) -> None:
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
 # (name = key, value; its line's e or p row holds p, t and the action), r reject (name = reason,
-# value = raw line), n identity (p: each of the file's identities once, after its lines, when the
-# parser could remember them all).
+# value = raw line).
 _NAMES_STAGED: Final = f"""
 CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p AS name FROM {STAGE} WHERE rec IN ('e', 'p', 'a')
     UNION
     SELECT p2 FROM {STAGE} WHERE rec = 'a';
-ANALYZE s_names;
-"""
-# The same names when the parser staged each once (rec n): no pass over the lines to find them.
-_IDENTITIES_STAGED: Final = f"""
-CREATE TEMP TABLE s_names ON COMMIT DROP AS SELECT p AS name FROM {STAGE}_identities;
 ANALYZE s_names;
 """
 
@@ -486,9 +478,7 @@ ANALYZE s_ev;
 # done again with ON CONFLICT. Actions and properties of events that are all new cannot exist
 # yet, so they take the fast path whenever the events did.
 # DISTINCT ON always sorts (a hash aggregate, which a low estimate of distinct rows can pick, needs
-# a sort afterwards anyway); an eventid determines its userid and t. Eventid order (the primary
-# key's): writing them in (userid, eventid) order, for the userid index, measured slower in the
-# load (see README, Performance).
+# a sort afterwards anyway); an eventid determines its userid and t.
 _EVENT_ROWS: Final = """
 SELECT DISTINCT ON (eventid) eventid, userid, to_timestamp(t) FROM s_ev ORDER BY eventid
 """
@@ -588,7 +578,7 @@ def insert_facts(
     that person_properties' upkeep folds in.
     """
     clock = _Clock(timings)
-    con.run(_NAMES_STAGED if names.identities is None else _IDENTITIES_STAGED)
+    con.run(_NAMES_STAGED)
     suppressed = 0
     if suppress:
         clock.lap("users")  # the file's names: part of the users step, as without suppression

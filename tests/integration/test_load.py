@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from km2pg import db, load, parse_worker, staging, store
+from km2pg import db, load, parse_worker, store
 from km2pg.cli.demo import FOUNDING_QUERY
 from km2pg.cli.synth import generate_export
 from km2pg.errors import SourceError
@@ -97,18 +97,6 @@ def test_a_file_parsed_by_worker_processes_matches_the_oracle(con, tmp_path, mon
     assert result.status == "loaded"
     assert result.rejects > 0
     assert canonical_dump(con) == oracle_dump_of_paths([Path(file.path)])
-    check_invariants(con)
-
-
-def test_a_file_with_more_identities_than_the_parser_remembers_matches_the_oracle(
-    con, tmp_path, monkeypatch
-):
-    # Past the limit the file's identities are found in SQL among the staged lines instead.
-    monkeypatch.setattr(staging, "MAX_IDENTITIES", 100)
-    export = generate_export(tmp_path, lines=5_000, files=2, seed=9, messy=True, days=40)
-    results = load_path(con, tmp_path / "revisions")
-    assert [r.status for r in results] == ["loaded"] * 2
-    assert canonical_dump(con) == oracle_dump_of_paths(export.files)
     check_invariants(con)
 
 

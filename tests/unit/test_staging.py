@@ -17,7 +17,6 @@ from km2pg.staging import (
     StagedNames,
     StageStats,
     copy_export,
-    copy_identities,
     copy_text,
 )
 from tests.helpers import numbered
@@ -305,38 +304,3 @@ def test_guarded_stream_lets_keyboard_interrupt_through() -> None:
     with pytest.raises(KeyboardInterrupt):
         list(guarded)
     assert guarded.error is None
-
-
-# ---------------------------------------------------------------------------------------------
-# Identities, staged once each
-
-
-def test_each_identity_of_the_accepted_lines_is_staged_once_after_the_lines() -> None:
-    lines = [
-        line(_n="a"),
-        line(_n="b", _p="ann"),
-        line(_p="tab\there", x="1"),  # escaped in COPY text
-        line(_p="ann", _p2="ann@x.com"),  # an alias names both
-        '{"_p": "rejected", "_t": 1}',  # a rejected line names no identity
-    ]
-    _, stats = stage(lines)
-    rows = rows_of(list(copy_identities(stats.names)))
-    assert sorted(r[2] for r in rows) == sorted(["john", "ann", "tab\\there", "ann@x.com"])
-    assert {(r[0], r[1], r[3], r[7]) for r in rows} == {("n", "0", NULL, NULL)}
-
-
-def test_too_many_identities_to_remember_are_left_to_sql(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(staging, "MAX_IDENTITIES", 3)
-    lines = [line(_p=f"p{i}", x="y" * 3000) for i in range(300)]
-    chunks, stats = stage(lines)
-    assert len(chunks) > 1  # checked at each chunk's end
-    assert stats.names.identities is None
-    assert list(copy_identities(stats.names)) == []
-
-
-def test_identities_of_parts_parsed_apart_are_joined() -> None:
-    one, two = StagedNames(identities={"a", "b"}), StagedNames(identities={"b", "c"})
-    one.add(two)
-    assert one.identities == {"a", "b", "c"}
-    one.add(StagedNames(identities=None))
-    assert one.identities is None
