@@ -55,7 +55,7 @@ from common import (
 from km2pg import db
 from km2pg.cli import local, synth
 from km2pg.dsn import ConnectionSettings, parse_dsn
-from km2pg.load import LoadOptions, load_file, prepare_connection
+from km2pg.load import LoadOptions, Lookahead, load_file, prepare_connection
 from km2pg.sources import local_file
 from sample_shape import read_sample, write_sample_shaped_export
 
@@ -238,10 +238,11 @@ def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
     paths = paths if upkeep else paths[1:]
     options = LoadOptions(parse_in_workers=False, person_properties=upkeep)
     timings: dict[str, float] = {}
-    with db.connection(parse_dsn(dsn)) as con:
+    files = [local_file(Path(path)) for path in paths]
+    with db.connection(parse_dsn(dsn)) as con, Lookahead() as lookahead:
         prepare_connection(con, options)
-        for path in paths:
-            result = load_file(con, local_file(Path(path)), options)
+        for path, file, following in zip(paths, files, [*files[1:], None], strict=True):
+            result = load_file(con, file, options, lookahead=lookahead, next_file=following)
             if result.status != "loaded":
                 print(f"{path}: {result.status} {result.error}", file=sys.stderr)
                 return 1
@@ -390,6 +391,10 @@ def report(
     for step in steps[servers[0]]:
         print(f"  {step:<17}" + "".join(f" {steps[s].get(step, 0.0):>10.2f}" for s in servers))
     print(f"  {'total':<17}" + "".join(f" {sum(steps[s].values()):>10.2f}" for s in servers))
+    print(
+        "  (stage: the first file parsed as it is COPYed; each next one parsed in a thread while"
+        " the server applied the one before, then COPYed from that spool)"
+    )
 
 
 def upkeep_report(

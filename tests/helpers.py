@@ -299,11 +299,15 @@ def _load_worker(
     try:
         files = list(paths)
         random.Random(seed).shuffle(files)
-        with db.connection(settings) as con:
+        with db.connection(settings) as con, load.Lookahead() as lookahead:
             load.prepare_connection(con)
             start.wait(timeout=120)
-            for path in files:
-                result = load.load_file(con, local_file(Path(path)))
+            # Each file's load parses the next one ahead, as a serial loader does.
+            for path, following in zip(files, [*files[1:], None], strict=True):
+                after = None if following is None else local_file(Path(following))
+                result = load.load_file(
+                    con, local_file(Path(path)), lookahead=lookahead, next_file=after
+                )
                 if result.status not in ("loaded", "skipped"):
                     raise AssertionError(f"{path}: {result.status} {result.error}")
     except BaseException:

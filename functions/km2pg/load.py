@@ -4,7 +4,8 @@ The steps, and why:
 1. Recognize a file already loaded (same export key and content) without parsing it, when its
    content hash is cheap to know (a local file, or an S3 ETag): ``skipped``.
 2. Parse and COPY the whole file into a temporary staging table (one streaming pass; memory is
-   bounded by a chunk, not the file).
+   bounded by a chunk, not the file). A file parsed ahead while the previous one was applied
+   (see :mod:`km2pg.lookahead`) is COPYed from its spool.
 3. Too many rejects: ledger ``failed`` with the reason; nothing is loaded.
 4. Create the months' partitions the file needs, in a short transaction of its own.
 5. One transaction: dictionaries, events, actions, properties, aliases, the ledger row and the
@@ -15,7 +16,7 @@ The steps, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final
 
@@ -25,6 +26,7 @@ from km2pg import db, store
 from km2pg.db import Connection
 from km2pg.errors import DatabaseUnavailable, Km2pgError
 from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
+from km2pg.lookahead import Ahead, Lookahead
 from km2pg.parse_worker import copy_export_parallel
 from km2pg.sources import READ_ERRORS, ContentStream, ExportFile, content_md5, read_error
 from km2pg.staging import GuardedStream, StageStats, copy_export
@@ -77,18 +79,55 @@ def prepare_connection(con: Connection, options: LoadOptions | None = None) -> N
         con.run(f"SET statement_timeout = {int(timeout)}")
 
 
-def load_file(con: Connection, file: ExportFile, options: LoadOptions | None = None) -> LoadResult:
+def load_file(
+    con: Connection,
+    file: ExportFile,
+    options: LoadOptions | None = None,
+    *,
+    lookahead: Lookahead | None = None,
+    next_file: ExportFile | None = None,
+) -> LoadResult:
     """Load one export file exactly once. Data problems give a ``failed`` result; a lost or
     refused database raises :class:`DatabaseUnavailable`; an unreadable source raises
-    :class:`SourceError`."""
+    :class:`SourceError`.
+
+    A loader that loads files one after another passes its ``lookahead`` and the ``next_file``
+    it will load: that file is then parsed in a thread while the server applies this one, and
+    its own load takes it from there (see :mod:`km2pg.lookahead`).
+    """
     options = options or LoadOptions()
     started = time.monotonic()
     entry = store.LedgerEntry.for_file(file)
+    ahead = lookahead.take(file) if lookahead is not None else None
     try:
-        return _load(con, file, entry, options, started)
+        return _load(con, file, entry, options, started, ahead, _Next(lookahead, next_file))
     except (DatabaseError, InterfaceError, OSError) as error:
         db.rollback_quietly(con)
         raise db.translate(error, con=con) from error
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+@dataclass(frozen=True)
+class _Next:
+    """The file a serial loader loads next, and where to parse it ahead."""
+
+    lookahead: Lookahead | None
+    file: ExportFile | None
+
+    def start(self, con: Connection, options: LoadOptions) -> None:
+        """Parse the next file ahead, unless it looks like a reload (then its turn decides
+        without parsing) or its turn would parse it in worker processes."""
+        file = self.file
+        if self.lookahead is None or file is None or _parse_in_workers(file, options):
+            return
+        md5 = file.known_md5
+        if md5 is not None and store.loaded_fileid(con, file.export_key, md5) is not None:
+            return
+        if md5 is None and file.local and store.was_loaded(con, file.export_key):
+            return
+        self.lookahead.start(file, int(time.time()) + FUTURE_SLACK_SECONDS)
 
 
 def _load(
@@ -97,6 +136,8 @@ def _load(
     entry: store.LedgerEntry,
     options: LoadOptions,
     started: float,
+    ahead: Ahead | None,
+    following: _Next,
 ) -> LoadResult:
     md5 = file.known_md5
     if md5 is None and file.local and store.was_loaded(con, file.export_key):
@@ -107,24 +148,25 @@ def _load(
         if store.loaded_fileid(con, file.export_key, md5) is not None:
             return _skip(con, file, entry, started)
 
-    stats = StageStats()
     timings: dict[str, float] = {"hash": time.monotonic() - started}
-    latest = int(time.time()) + FUTURE_SLACK_SECONDS
-    with ContentStream(file) as content:
-        parse = copy_export_parallel if _parse_in_workers(file, options) else copy_export
-        chunks = GuardedStream(
-            parse(iter_raw_lines(content.stream), latest, stats, options.on_progress)
-        )
-        with db.transaction(con):
-            store.stage(con, chunks)
-            if isinstance(chunks.error, READ_ERRORS):
-                raise read_error(file, chunks.error)
-            if chunks.error is not None:
-                raise chunks.error
-        entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)
+    if ahead is not None:
+        stats = ahead.stats
+        _stage(con, file, ahead.chunks(options.on_progress))
+        content = ahead.content_read()
+    else:
+        stats = StageStats()
+        latest = int(time.time()) + FUTURE_SLACK_SECONDS
+        with ContentStream(file) as stream:
+            parse = copy_export_parallel if _parse_in_workers(file, options) else copy_export
+            lines = iter_raw_lines(stream.stream)
+            _stage(con, file, parse(lines, latest, stats, options.on_progress))
+            content = stream
+    entry = replace(entry, content_md5=content.md5, size=file.size or content.bytes_read)
     timings["stage"] = time.monotonic() - started - timings["hash"]
 
     try:
+        # While the server applies this file, the next one is parsed.
+        following.start(con, options)
         if md5 is None and store.loaded_fileid(con, file.export_key, content.md5) is not None:
             return _skip(con, file, entry, started, stats)
 
@@ -138,6 +180,18 @@ def _load(
         return _apply(con, file, entry, stats, started, timings, options.person_properties)
     finally:
         store.clear_stage(con)
+
+
+def _stage(con: Connection, file: ExportFile, chunks: Iterator[str | bytes]) -> None:
+    """COPY a file's chunks into the staging table; an error met reading them is raised after
+    the COPY ends (see GuardedStream)."""
+    guarded = GuardedStream(chunks)
+    with db.transaction(con):
+        store.stage(con, guarded)
+        if isinstance(guarded.error, READ_ERRORS):
+            raise read_error(file, guarded.error)
+        if guarded.error is not None:
+            raise guarded.error
 
 
 def _parse_in_workers(file: ExportFile, options: LoadOptions) -> bool:
@@ -281,4 +335,4 @@ def _result(
     )
 
 
-__all__ = ["LoadOptions", "LoadResult", "load_file", "prepare_connection"]
+__all__ = ["LoadOptions", "LoadResult", "Lookahead", "load_file", "prepare_connection"]

@@ -1,6 +1,6 @@
 """A loader to be killed: km2pg's serial load of a folder, as ``km2pg load FOLDER`` does it (one
-connection, ``load.load_file`` for each file in order), that stops at a chosen point of one
-file's load, says where on stdout, and waits there for its SIGKILL.
+connection, ``load.load_file`` for each file in order, the next one parsed ahead), that stops at
+a chosen point of one file's load, says where on stdout, and waits there for its SIGKILL.
 
     python -m tests.faults.killable_loader DSN FOLDER count
         load everything; print "count INDEX STATEMENTS COPY COMMIT" for each file's load (COPY,
@@ -128,10 +128,13 @@ def main(argv: list[str]) -> None:
 
     con.run = counted_run
     con._sock = _Wire(con._sock, stopper.flushed)
-    for index, file in enumerate(discover_local(Path(folder))):
-        stopper.start_file(index)
-        load.load_file(con, file)
-        stopper.end_file()
+    files = discover_local(Path(folder))
+    with load.Lookahead() as lookahead:
+        for index, file in enumerate(files):
+            stopper.start_file(index)
+            following = files[index + 1] if index + 1 < len(files) else None
+            load.load_file(con, file, lookahead=lookahead, next_file=following)
+            stopper.end_file()
     con.close()
 
 

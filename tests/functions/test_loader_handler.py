@@ -13,9 +13,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from km2pg import db
+from km2pg import db, lookahead
 from km2pg.errors import DatabaseUnavailable
 from km2pg.handlers import loader, runtime
+from km2pg.sources import ExportFile
 from tests.functions.conftest import BUCKET, FakeContext, secret_for
 from tests.helpers import canonical_dump
 
@@ -183,6 +184,34 @@ def test_a_batch_of_several_messages_and_records_loads_them_all(aws, database, c
     )
     assert failures(loader.handler(event, context)) == []
     assert sorted(r[0] for r in ledger(database)) == sorted(keys)
+
+
+def test_each_file_of_a_batch_is_parsed_while_the_one_before_is_applied(
+    aws, database, context, monkeypatch
+):
+    taken: list[str] = []
+    take = lookahead.Lookahead.take
+
+    def counted(this: lookahead.Lookahead, file: ExportFile) -> lookahead.Ahead | None:
+        ahead = take(this, file)
+        if ahead is not None:
+            taken.append(file.path)
+        return ahead
+
+    monkeypatch.setattr(lookahead.Lookahead, "take", counted)
+    keys = [f"revisions/{n}.json" for n in range(40, 44)]
+    metas = {key: put(aws, key, export_body(n, f"p{n}")) for n, key in enumerate(keys)}
+    event = sqs_event(
+        s3_notification((keys[0], metas[keys[0]]), (keys[1], metas[keys[1]])),
+        "not json at all",
+        s3_notification((keys[2], metas[keys[2]])),
+        eventbridge(keys[3], metas[keys[3]]),
+    )
+    assert failures(loader.handler(event, context)) == []
+    assert ledger(database) == [[key, "loaded"] for key in keys]
+    assert taken == keys[1:]
+    with db.connection(database) as con:
+        assert db.scalar(con, "select count(*) from km2pg.events") == 3 * len(keys)
 
 
 def test_a_missing_object_fails_only_its_own_message(aws, database, context):

@@ -14,7 +14,14 @@ from typing import Any
 from km2pg import db
 from km2pg.dsn import ConnectionSettings
 from km2pg.errors import DatabaseUnavailable, SourceError
-from km2pg.load import LoadOptions, LoadResult, load_file, prepare_connection, record_failure
+from km2pg.load import (
+    LoadOptions,
+    LoadResult,
+    Lookahead,
+    load_file,
+    prepare_connection,
+    record_failure,
+)
 from km2pg.sources import ExportFile
 
 
@@ -36,15 +43,26 @@ def load_files(
 def _serial(
     settings: ConnectionSettings, files: Iterable[ExportFile], options: LoadOptions
 ) -> Iterator[LoadResult]:
-    with db.connection(settings) as con:
+    with db.connection(settings) as con, Lookahead() as lookahead:
         prepare_connection(con, options)
-        for file in files:
-            yield _load_one(con, file, options)
+        queue = iter(files)
+        file = next(queue, None)
+        while file is not None:
+            # Each file's load parses the next one while the server applies it.
+            following = next(queue, None)
+            yield _load_one(con, file, options, lookahead, following)
+            file = following
 
 
-def _load_one(con: db.Connection, file: ExportFile, options: LoadOptions) -> LoadResult:
+def _load_one(
+    con: db.Connection,
+    file: ExportFile,
+    options: LoadOptions,
+    lookahead: Lookahead | None = None,
+    following: ExportFile | None = None,
+) -> LoadResult:
     try:
-        return load_file(con, file, options)
+        return load_file(con, file, options, lookahead=lookahead, next_file=following)
     except DatabaseUnavailable as error:
         # It stops the run: say which file it cut short (nothing of it is left behind).
         raise type(error)(f"{error} (while loading {file.label})") from error

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
+from itertools import pairwise
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -42,9 +43,9 @@ from km2pg.contract import Metric
 from km2pg.errors import ConfigError, DatabaseUnavailable, SourceError
 from km2pg.handlers.observability import logger, metrics, tracer
 from km2pg.handlers.runtime import runtime
-from km2pg.load import LoadResult, load_file, record_failure
+from km2pg.load import LoadResult, Lookahead, load_file, record_failure
 from km2pg.notifications import MessageError, ObjectRef, objects_in_message
-from km2pg.sources import s3_object
+from km2pg.sources import ExportFile, s3_object
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -86,10 +87,18 @@ def _load_object(ref: ObjectRef) -> LoadResult:
     rt = runtime()
     location = f"s3://{ref.bucket}/{ref.key}"
     logger.set_correlation_id(location)
-    file = s3_object(rt.client("s3"), ref.bucket, ref.key, ref.size, ref.etag)
+    file = _s3_file(ref)
+    following = _upcoming.get(ref)
     try:
         con = rt.connection()
-        result = load_file(con, file, rt.options)
+        # The batch's next file is parsed while the database applies this one.
+        result = load_file(
+            con,
+            file,
+            rt.options,
+            lookahead=_lookahead,
+            next_file=None if following is None else _s3_file(following),
+        )
     except DatabaseUnavailable:
         rt.discard()
         metrics.add_metric(name=Metric.DATABASE_UNAVAILABLE, unit=MetricUnit.Count, value=1)
@@ -104,6 +113,28 @@ def _load_object(ref: ObjectRef) -> LoadResult:
         raise
     report(result, location)
     return result
+
+
+def _s3_file(ref: ObjectRef) -> ExportFile:
+    return s3_object(runtime().client("s3"), ref.bucket, ref.key, ref.size, ref.etag)
+
+
+_lookahead = Lookahead()
+"""The batch's next file, parsed ahead (see km2pg.lookahead); emptied when a batch ends."""
+_upcoming: dict[ObjectRef, ObjectRef] = {}
+"""Each file of the batch being handled -> the file after it, in the order they are loaded."""
+
+
+def plan_batch(event: dict[str, Any]) -> None:
+    """Note which file follows which in this batch (messages announcing no file left out)."""
+    refs: list[ObjectRef] = []
+    for record in event.get("Records", []):
+        try:
+            refs += objects_in_message(str(record.get("body", "")))
+        except MessageError:
+            continue
+    _upcoming.clear()
+    _upcoming.update(pairwise(refs))
 
 
 def report(result: LoadResult, location: str) -> None:
@@ -195,6 +226,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     unavailable = preflight(event)
     if unavailable is Unavailable.CONFIG:
         return {"batchItemFailures": []}
+    plan_batch(event)
     try:
         return process_partial_response(
             event=event,
@@ -203,6 +235,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
             context=context,
         )
     finally:  # also when every message failed (Powertools then raises)
+        _lookahead.close()  # a file parsed ahead and not loaded (deferred) is dropped
+        _upcoming.clear()
         count_outcomes()
 
 
