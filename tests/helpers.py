@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -333,3 +334,21 @@ def load_demo_database(
         # Fresh tables have no statistics yet; the insight functions' plans need them.
         con.run("ANALYZE")
     return settings
+
+
+class LoadThread(threading.Thread):
+    """One ``load_file`` on its own connection, in a thread; ``status`` once it ended."""
+
+    def __init__(self, settings: ConnectionSettings, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.path = settings, path
+        self.status: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with db.connection(self.settings) as con:
+                load.prepare_connection(con)
+                self.status = load.load_file(con, local_file(self.path)).status
+        except BaseException as error:  # shown by the test
+            self.error = error

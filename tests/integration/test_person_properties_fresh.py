@@ -8,7 +8,6 @@ its rows were folded wrongly (the table then differs from its full recomputation
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from km2pg import db, load
 from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
 from tests import citus_cluster
-from tests.helpers import person_properties_drift, write_export
+from tests.helpers import LoadThread, person_properties_drift, write_export
 
 NOW = int(time.time()) - 100_000
 
@@ -117,22 +116,6 @@ def test_new_and_stored_persons_fold_in_one_load_as_a_recomputation_does(con, tm
     assert person_properties_drift(con) == 0
 
 
-class _Load(threading.Thread):
-    def __init__(self, settings: ConnectionSettings, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.path = settings, path
-        self.status: str | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with db.connection(self.settings) as con:
-                load.prepare_connection(con)
-                self.status = load.load_file(con, local_file(self.path)).status
-        except BaseException as error:  # shown by the test
-            self.error = error
-
-
 def _wait_for(settings: ConnectionSettings, wait_event: str, count: int = 1) -> None:
     """Until ``count`` backends of this database wait for a lock of that kind (or fail)."""
     deadline = time.monotonic() + 60
@@ -166,10 +149,10 @@ def test_an_identity_another_loader_created_first_is_not_new_to_this_one(databas
         blocker.run(
             "SELECT pg_advisory_xact_lock(:ns, :key)", ns=db.LOCK_NAMESPACE, key=db.LOCK_ALIASES
         )
-        loaders = [_Load(database, first)]
+        loaders = [LoadThread(database, first)]
         loaders[0].start()
         _wait_for(database, "advisory")
-        loaders.append(_Load(database, second))
+        loaders.append(LoadThread(database, second))
         loaders[1].start()
         _wait_for(database, "transactionid")
         blocker.run("COMMIT")
@@ -223,7 +206,7 @@ def test_a_stored_person_without_rows_is_not_new_to_a_fold_beside_another(databa
             """,
             t=NOW,
         )
-        loader = _Load(database, second)
+        loader = LoadThread(database, second)
         loader.start()
         _wait_for(database, "transactionid")
         fold.run("COMMIT")

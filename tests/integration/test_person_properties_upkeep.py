@@ -9,7 +9,6 @@ interleaving, person_property_state equals its full recomputation.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from km2pg.sources import local_file
 from tests import citus_cluster
 from tests.conftest import create_database, drop_database
 from tests.helpers import (
+    LoadThread,
     dump_of,
     load_serially,
     person_properties_drift,
@@ -64,24 +64,6 @@ def _settings_lines(names: list[str], first_second: int, count: int, seed: int) 
     return lines
 
 
-class _Load(threading.Thread):
-    """One ``load_file`` on its own connection, in a thread; ``status`` once it ended."""
-
-    def __init__(self, settings: ConnectionSettings, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.path = settings, path
-        self.status: str | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with db.connection(self.settings) as con:
-                load.prepare_connection(con)
-                self.status = load.load_file(con, local_file(self.path)).status
-        except BaseException as error:  # shown by the test
-            self.error = error
-
-
 def _waits_for_advisory_lock(settings: ConnectionSettings, seconds: float = 30) -> bool:
     """Whether some backend of this database is (or within ``seconds`` comes to be) waiting
     for an advisory lock."""
@@ -106,7 +88,7 @@ def _waits_for_advisory_lock(settings: ConnectionSettings, seconds: float = 30) 
 def test_a_load_that_only_folds_runs_beside_another_fold(database, fold_in_flight, tmp_path):
     path = write_export(tmp_path, 1, _settings_lines(["ann", "bob"], NOW - 1000, 50, seed=1))
     _hold_like_a_fold(fold_in_flight)
-    loader = _Load(database, path)
+    loader = LoadThread(database, path)
     loader.start()
     loader.join(timeout=60)
     assert (loader.status, loader.error) == ("loaded", None)
@@ -130,7 +112,7 @@ def test_a_load_that_merges_or_repairs_waits_for_the_folds_in_flight(
         changed = [{**line, **{k: f"{line[k]}!" for k in KEYS if k in line}} for line in lines]
         path = write_export(tmp_path / "after", 2, changed)
     _hold_like_a_fold(fold_in_flight)
-    loader = _Load(database, path)
+    loader = LoadThread(database, path)
     loader.start()
     assert _waits_for_advisory_lock(database)
     assert loader.status is None
