@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -352,3 +353,23 @@ class LoadThread(threading.Thread):
                 self.status = load.load_file(con, local_file(self.path)).status
         except BaseException as error:  # shown by the test
             self.error = error
+
+
+def lock_waiters_reach(
+    settings: ConnectionSettings, wait_event: str, count: int = 1, seconds: float = 30
+) -> bool:
+    """Whether ``count`` backends of this database wait (or within ``seconds`` come to wait) for
+    a lock of that kind (``advisory``, ``transactionid``...)."""
+    deadline = time.monotonic() + seconds
+    with db.connection(settings) as con:
+        while time.monotonic() < deadline:
+            waiting = db.scalar(
+                con,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = :event",
+                event=wait_event,
+            )
+            if waiting >= count:
+                return True
+            time.sleep(0.05)
+    return False

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from km2pg import db, load
-from km2pg.dsn import ConnectionSettings
 from km2pg.sources import local_file
 from tests import citus_cluster
-from tests.helpers import LoadThread, person_properties_drift, write_export
+from tests.helpers import LoadThread, lock_waiters_reach, person_properties_drift, write_export
 
 NOW = int(time.time()) - 100_000
 
@@ -116,23 +115,6 @@ def test_new_and_stored_persons_fold_in_one_load_as_a_recomputation_does(con, tm
     assert person_properties_drift(con) == 0
 
 
-def _wait_for(settings: ConnectionSettings, wait_event: str, count: int = 1) -> None:
-    """Until ``count`` backends of this database wait for a lock of that kind (or fail)."""
-    deadline = time.monotonic() + 60
-    with db.connection(settings) as con:
-        while time.monotonic() < deadline:
-            waiting = db.scalar(
-                con,
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND wait_event = :event",
-                event=wait_event,
-            )
-            if waiting >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"no loader came to wait for a {wait_event} lock")
-
-
 @citus_cluster.single_node(
     "on Citus every load takes the alias lock alone before its first write, so the second"
     " loader waits there rather than on the first one's new identity"
@@ -151,10 +133,14 @@ def test_an_identity_another_loader_created_first_is_not_new_to_this_one(databas
         )
         loaders = [LoadThread(database, first)]
         loaders[0].start()
-        _wait_for(database, "advisory")
+        assert lock_waiters_reach(database, "advisory", seconds=60), (
+            "no loader came to wait for a advisory lock"
+        )
         loaders.append(LoadThread(database, second))
         loaders[1].start()
-        _wait_for(database, "transactionid")
+        assert lock_waiters_reach(database, "transactionid", seconds=60), (
+            "no loader came to wait for a transactionid lock"
+        )
         blocker.run("COMMIT")
         for loader in loaders:
             loader.join(timeout=60)
@@ -208,7 +194,9 @@ def test_a_stored_person_without_rows_is_not_new_to_a_fold_beside_another(databa
         )
         loader = LoadThread(database, second)
         loader.start()
-        _wait_for(database, "transactionid")
+        assert lock_waiters_reach(database, "transactionid", seconds=60), (
+            "no loader came to wait for a transactionid lock"
+        )
         fold.run("COMMIT")
         loader.join(timeout=60)
         assert (loader.status, loader.error) == ("loaded", None)

@@ -25,6 +25,7 @@ from tests.helpers import (
     LoadThread,
     dump_of,
     load_serially,
+    lock_waiters_reach,
     person_properties_drift,
     run_loaders,
     write_export,
@@ -64,23 +65,6 @@ def _settings_lines(names: list[str], first_second: int, count: int, seed: int) 
     return lines
 
 
-def _waits_for_advisory_lock(settings: ConnectionSettings, seconds: float = 30) -> bool:
-    """Whether some backend of this database is (or within ``seconds`` comes to be) waiting
-    for an advisory lock."""
-    deadline = time.monotonic() + seconds
-    with db.connection(settings) as con:
-        while time.monotonic() < deadline:
-            waiting = db.scalar(
-                con,
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
-            )
-            if waiting:
-                return True
-            time.sleep(0.1)
-    return False
-
-
 @citus_cluster.single_node(
     "on Citus every load takes the alias lock alone before its first write (store.py,"
     " _lock_writes_on_citus), so no two loads fold at once there"
@@ -114,7 +98,7 @@ def test_a_load_that_merges_or_repairs_waits_for_the_folds_in_flight(
     _hold_like_a_fold(fold_in_flight)
     loader = LoadThread(database, path)
     loader.start()
-    assert _waits_for_advisory_lock(database)
+    assert lock_waiters_reach(database, "advisory")
     assert loader.status is None
     fold_in_flight.run("COMMIT")
     loader.join(timeout=60)
