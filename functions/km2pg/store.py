@@ -512,13 +512,6 @@ _EVENT_ACTIONS_SAFE: Final = f"{_EVENT_ACTIONS} ON CONFLICT DO NOTHING"
 
 # Within the file the last line wins; across files the greatest (revision, lineno) wins, and value
 # and action break the (theoretical) remaining ties, so the outcome never depends on load order.
-# The rows written (all of them on the fast path; on the safe path those inserted or updated,
-# not those that lost to a stored line) are kept in s_props for person_properties' upkeep.
-_PROPS_STAGED: Final = """
-CREATE TEMP TABLE s_props (
-    eventid bigint NOT NULL, keyid integer NOT NULL, value text NOT NULL, lineno integer NOT NULL
-) ON COMMIT DROP
-"""
 _EVENT_PROPERTIES: Final = f"""
 INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
 SELECT DISTINCT ON (1, 2)
@@ -536,21 +529,61 @@ _EVENT_PROPERTIES_CONFLICT: Final = """
  WHERE (ep.revision, ep.lineno, ep.value, coalesce(ep.actionid, -1))
      < (excluded.revision, excluded.lineno, excluded.value, coalesce(excluded.actionid, -1))"""
 
+# person_properties' upkeep folds in, for each identity and key, the first and the latest of the
+# settings this load wrote (s_ends), not the settings themselves: a file's people set the same few
+# keys again and again (the real sample: 7,525 settings on 310 pairs), and a copy of every written
+# setting plus a sort of it to each pair's ends cost more than the fold itself.
+# A setting's place within a file is (second, line), packed into one bigint (eventid's second
+# above 31 bits of lineno, an integer below 2^31): one sort of the written settings by identity,
+# key and place then gives each pair's first (the first row) and latest (the frame's last row).
+_PLACE: Final = "((eventid >> 32) << 31) | lineno"
+_SETTINGS_ENDS_STAGED: Final = """
+CREATE TEMP TABLE s_ends (
+    userid bigint NOT NULL, keyid integer NOT NULL,
+    last_key bigint NOT NULL, last_value text NOT NULL,
+    first_key bigint NOT NULL, first_value text NOT NULL
+) ON COMMIT DROP
+"""
+# The rows a load wrote all of (the fast path) or inserted or updated (the safe path: not those
+# that lost to a stored line), copied into s_props only on the safe path, whose repair of first
+# settings (_REPAIR_FIRST_SETTINGS) needs them one by one.
+_PROPS_STAGED: Final = """
+CREATE TEMP TABLE s_props (
+    eventid bigint NOT NULL, keyid integer NOT NULL, value text NOT NULL, lineno integer NOT NULL
+) ON COMMIT DROP
+"""
+_COPY_WRITTEN: Final = """
+copied AS (
+    INSERT INTO s_props SELECT eventid, keyid, value, lineno FROM written
+),"""
 
-def _keeping_settings(insert: str) -> str:
-    """The insert, with the rows it wrote copied into s_props for person_properties' upkeep."""
+
+def _keeping_settings(insert: str, *, copy: bool) -> str:
+    """The insert, with each identity and key's first and latest written setting kept in s_ends
+    (and, with ``copy``, every written row in s_props); the statement's one value is the number
+    of rows written."""
     return f"""
 WITH written AS (
 {insert}
 RETURNING ep.eventid, ep.keyid, ep.value, ep.lineno
+),{_COPY_WRITTEN if copy else ""}
+kept AS (
+    INSERT INTO s_ends (userid, keyid, last_key, last_value, first_key, first_value)
+    SELECT DISTINCT ON (userid, keyid)
+           userid, keyid, last_value(place) OVER w, last_value(value) OVER w, place, value
+      FROM (SELECT eventid & 4294967295 AS userid, keyid, value, {_PLACE} AS place
+              FROM written) AS settings
+    WINDOW w AS (PARTITION BY userid, keyid ORDER BY place
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+     ORDER BY userid, keyid, place
 )
-INSERT INTO s_props SELECT * FROM written
+SELECT count(*) FROM written
 """
 
 
 _EVENT_PROPERTIES_KEPT: Final = (
-    _keeping_settings(_EVENT_PROPERTIES),
-    _keeping_settings(_EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT),
+    _keeping_settings(_EVENT_PROPERTIES, copy=False),
+    _keeping_settings(_EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT, copy=True),
 )
 # Without the upkeep's copy (LoadOptions.person_properties off: the benchmark's switch).
 _EVENT_PROPERTIES_ONLY: Final = (_EVENT_PROPERTIES, _EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT)
@@ -615,7 +648,9 @@ def insert_facts(
     clock.lap("events")
     actions, _ = _insert(con, _EVENT_ACTIONS, _EVENT_ACTIONS_SAFE, safe_only=clash)
     clock.lap("event_actions")
-    con.run(_PROPS_STAGED)
+    if keep_settings:
+        con.run(_SETTINGS_ENDS_STAGED)
+        con.run(_PROPS_STAGED)
     fast, safe = _EVENT_PROPERTIES_KEPT if keep_settings else _EVENT_PROPERTIES_ONLY
     properties, met_stored = _insert(con, fast, safe, safe_only=clash, revision=revision)
     clock.lap("event_properties")
@@ -657,17 +692,23 @@ def count_written(con: Connection, sql: str, **params: object) -> int:
     Counted with RETURNING, not from the command tag: through a Citus coordinator,
     INSERT ... SELECT ... ON CONFLICT reports the rows it sent to the nodes, not the rows written
     (https://github.com/citusdata/citus/issues/3377). On PostgreSQL the two are the same.
-    A statement that is already a WITH whose outer INSERT copies the written rows (RETURNING)
-    into a temporary table is counted by that outer INSERT: a data-modifying WITH cannot nest.
+    A statement that is already a WITH (a data-modifying WITH cannot nest) counts its written
+    rows itself: see :func:`_run_counted`.
     """
     if sql.lstrip().upper().startswith("WITH"):
-        con.run(sql, **params)
-        return int(con.row_count or 0)
+        return _run_counted(con, sql, **params)
     return int(
         db.scalar(
             con, f"WITH written AS ({sql} RETURNING 1) SELECT count(*) FROM written", **params
         )
     )
+
+
+def _run_counted(con: Connection, sql: str, **params: object) -> int:
+    """Run a statement that writes rows: its one value, when it returns one, is the number of rows
+    written (a WITH that keeps what it wrote in temporary tables); otherwise its command tag."""
+    result = db.rows(con, sql, **params)
+    return int(result[0][0]) if result else int(con.row_count or 0)
 
 
 def _may_be_unique_violation(error: DatabaseError) -> bool:
@@ -686,13 +727,12 @@ def _insert(
     if not safe_only:
         con.run("SAVEPOINT km2pg_fast")
         try:
-            con.run(fast, **params)
+            written = _run_counted(con, fast, **params)
         except DatabaseError as error:
             if not _may_be_unique_violation(error):
                 raise
             con.run("ROLLBACK TO SAVEPOINT km2pg_fast")
         else:
-            written = int(con.row_count or 0)
             con.run("RELEASE SAVEPOINT km2pg_fast")
             return written, False
     return count_written(con, safe, **params), True
@@ -833,35 +873,42 @@ ANALYZE s_persons;
 """
 
 # This file's settings, the latest and the first of each person and key (within one file a
-# person's settings of a key differ in (second, lineno)), folded into what is stored.
+# person's settings of a key differ in (second, lineno)), folded into what is stored: the ends of
+# each identity's settings (s_ends) taken to the ends of each person's.
 # Persons this load created (personid a userid it inserted: s_new_users) have no stored rows: no
 # other loader can see them before this one commits, so only this load's merge can have given
 # them rows (checked). Their rows, most of a file's in a steady stream of new visitors, go in with
 # a plain INSERT (no speculative insertion, no probe before it, no row lock anyone can wait for);
 # the rest with the upsert, in the primary key's order.
 _FOLD_FILE: Final = f"""
-WITH settings AS (
-    SELECT x.personid, p.keyid, p.value, p.eventid, p.eventid >> 32 AS s, p.lineno
-      FROM s_props p JOIN s_persons x ON x.userid = p.eventid & 4294967295
+WITH personal AS MATERIALIZED (
+    SELECT x.personid, e.* FROM s_ends e JOIN s_persons x USING (userid)
 ),
--- One sort: each person and key's first row is the first setting, the frame's last row the
--- latest (DISTINCT ON keeps the first row of each). The ORDER BY names the settings' lineno, not
--- the output column of that name (the latest's), which would sort the rows again.
+-- Persons with more than one identity in this file (joined by aliases: few) have their
+-- identities' ends taken to the person's: the greatest latest, the least first. Every other
+-- person's ends are its one identity's.
+several AS MATERIALIZED (
+    SELECT personid FROM s_persons GROUP BY personid HAVING count(*) > 1
+),
 ends AS (
-    SELECT DISTINCT ON (personid, keyid)
-           personid, keyid, last_value(value) OVER w AS value,
-           last_value(eventid) OVER w AS eventid, last_value(lineno) OVER w AS lineno,
-           value AS first_value, lineno AS first_lineno, eventid AS first_eventid
-      FROM settings
-    WINDOW w AS (PARTITION BY personid, keyid ORDER BY s, lineno
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-     ORDER BY personid, keyid, s, settings.lineno
+    SELECT personid, keyid, last_key, last_value, first_key, first_value, userid AS first_userid
+      FROM personal WHERE personid NOT IN (SELECT personid FROM several)
+    UNION ALL
+    (SELECT DISTINCT ON (personid, keyid)
+            personid, keyid, last_value(last_key) OVER w, last_value(last_value) OVER w,
+            first_key, first_value, userid
+       FROM personal WHERE personid IN (SELECT personid FROM several)
+     WINDOW w AS (PARTITION BY personid, keyid ORDER BY last_key
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+      ORDER BY personid, keyid, first_key)
 ),
 folded AS MATERIALIZED (
-    SELECT personid, keyid, value, km2pg.eventid_time(eventid) AS t,
-           CAST(:revision AS bigint) AS revision, lineno,
-           first_value, km2pg.eventid_time(first_eventid) AS first_t,
-           CAST(:revision AS bigint) AS first_revision, first_lineno, first_eventid
+    SELECT personid, keyid, last_value AS value, km2pg.eventid_time((last_key >> 31) << 32) AS t,
+           CAST(:revision AS bigint) AS revision, CAST(last_key & 2147483647 AS integer) AS lineno,
+           first_value, km2pg.eventid_time((first_key >> 31) << 32) AS first_t,
+           CAST(:revision AS bigint) AS first_revision,
+           CAST(first_key & 2147483647 AS integer) AS first_lineno,
+           ((first_key >> 31) << 32) | first_userid AS first_eventid
       FROM ends
 ),
 -- A new identity is a person of its own unless this load's merge made it one with others: then
