@@ -23,6 +23,9 @@ alternately, a few times: its ratio is printed beside the synthetic one.
 After each case, the final rows are copied out and COPYed back into bare tables and into tables
 with km2pg's keys: the floors its time is compared with (same run, same server). The table ends
 with the per-step time of the one-process case and the time of loading a file again (skipped).
+Then "where the time goes": each step of the one-process case beside its floor, the keyed COPY
+of the final rows of the table(s) it writes, and for the stage step the server's COPY of the same
+staging text into the load's own staging table (see :func:`where_the_time_goes`).
 
 With $KM2PG_BENCH_CITUS_DSN set, the 1-file export is loaded into that Citus cluster too, and the
 founding query is timed there and on the embedded PostgreSQL (see :func:`citus_row`).
@@ -55,8 +58,11 @@ from common import (
 from km2pg import db
 from km2pg.cli import local, synth
 from km2pg.dsn import ConnectionSettings, parse_dsn
+from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
 from km2pg.load import LoadOptions, Lookahead, load_file, prepare_connection
-from km2pg.sources import local_file
+from km2pg.sources import ContentStream, local_file
+from km2pg.staging import STAGE_COLUMNS, StageStats, copy_export
+from km2pg.store import STAGE, setup_session
 from sample_shape import read_sample, write_sample_shaped_export
 
 DEFAULT_LINES: Final = 1_000_000
@@ -102,6 +108,27 @@ TABLES: Final = (
     "event_actions",
     "event_properties",
 )
+
+
+STEP_FLOORS: Final = {
+    "stage": ("staging",),
+    "users": ("users",),
+    "dictionaries": ("actions", "keys"),
+    "events": ("events",),
+    "event_actions": ("event_actions",),
+    "event_properties": ("event_properties",),
+    "aliases": ("aliases",),
+}
+"""The floor of each load step that writes tables of its own: the keyed COPY of those tables'
+final rows ("staging": the COPY of the staging text, see :func:`stage_floor`)."""
+STEP_NOTES: Final = {
+    "hash": "before staging: the ledger's look-ups (a local file's MD5 if it may be a reload)",
+    "suppress": "dropping staged lines of forgotten people (only when some are)",
+    "merge_persons": "the merges the file's aliases make (rows moved between persons)",
+    "person_properties": "the upkeep: folds the settings into person_properties (no floor)",
+    "commit": "the COMMIT of each file's transaction (its WAL flushed)",
+}
+"""What the steps with no table of their own in the floor do: all their time is extra."""
 
 
 @dataclass(frozen=True)
@@ -206,17 +233,48 @@ class Case:
     run: ChildRun
     floors: dict[str, float]
     """Seconds of COPY of the same final rows: "bare" and "keyed" tables."""
+    keyed: dict[str, float]
+    """The keyed floor per table (and "staging" where measured, see :func:`stage_floor`)."""
 
 
-def floor_seconds(settings: ConnectionSettings, folder: Path) -> dict[str, float]:
-    """The two floors for the rows now in ``settings``' database, in seconds."""
+def floor_seconds(
+    settings: ConnectionSettings, folder: Path
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The two floors for the rows now in ``settings``' database, in seconds, and the keyed
+    one per table."""
     counts = export_final_rows(settings, folder)
-    floors = {
-        kind: sum(f.seconds for f in measure_floor(settings, folder, counts, kind))
-        for kind in FLOOR_TABLES
-    }
+    tables = {kind: measure_floor(settings, folder, counts, kind) for kind in FLOOR_TABLES}
     shutil.rmtree(folder, ignore_errors=True)
-    return floors
+    floors = {kind: sum(f.seconds for f in found) for kind, found in tables.items()}
+    return floors, {f.table: f.seconds for f in tables["keyed"]}
+
+
+def write_staging_text(paths: list[Path], folder: Path) -> list[Path]:
+    """Each file's staging text as the loader's parser writes it (not measured): what the
+    stage step COPYs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    latest = int(time.time()) + FUTURE_SLACK_SECONDS
+    texts = []
+    for path in paths:
+        texts.append(folder / f"{path.name}.stage")
+        with ContentStream(local_file(path)) as content, texts[-1].open("w") as out:
+            out.writelines(copy_export(iter_raw_lines(content.stream), latest, StageStats()))
+    return texts
+
+
+def stage_floor(settings: ConnectionSettings, texts: list[Path]) -> float:
+    """Seconds of the server's COPY of the staging text into the load's own staging table (a
+    session's temporary, unindexed tables, as the loader sets them up), file by file: the stage
+    step without its parse and ANALYZE."""
+    seconds = 0.0
+    with db.connection(settings) as con:
+        setup_session(con)
+        for text in texts:
+            con.run(f"TRUNCATE {STAGE}")
+            started = time.perf_counter()
+            con.run(f"COPY {STAGE} ({STAGE_COLUMNS}) FROM STDIN", stream=_chunks(text))
+            seconds += time.perf_counter() - started
+    return seconds
 
 
 UPKEEP_OFF: Final = "--no-person-properties"
@@ -253,23 +311,36 @@ def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
 
 
 def measure_server(
-    label: str, server: local.EmbeddedServer, exports: dict[str, list[Path]], work: Path
+    label: str,
+    server: local.EmbeddedServer,
+    exports: dict[str, list[Path]],
+    staged: list[Path],
+    work: Path,
 ) -> tuple[list[Case], dict[str, float], ChildRun]:
-    """Every case on one server: the cases, the serial case's step timings, the skip run."""
+    """Every case on one server: the cases, the serial case's step timings, the skip run.
+    ``staged``: the hourly files' staging text, for the serial case's stage floor."""
     warm_up(server, exports["one"][0])
     with db.connection(server.settings("postgres")) as con:
         shown = {name: db.scalar(con, f"SHOW {name}") for name in SHOWN_SETTINGS}
     print(f"{label} server: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     cases: list[Case] = []
 
-    def measure(name: str, database: str, lines: int, load: Callable[[str], ChildRun]) -> None:
+    def measure(
+        name: str,
+        database: str,
+        lines: int,
+        load: Callable[[str], ChildRun],
+        staged: list[Path] | None = None,
+    ) -> None:
         settings = local.ensure_database(server, database)
         checkpoint(settings)
         run = load(server.dsn(database))
         if run.exit_code:
             raise SystemExit(f"{label} {name}: the load exited {run.exit_code}")
-        floors = floor_seconds(settings, work / "floor")
-        cases.append(Case(label, name, lines, run, floors))
+        floors, keyed = floor_seconds(settings, work / "floor")
+        if staged:
+            keyed["staging"] = stage_floor(settings, staged)
+        cases.append(Case(label, name, lines, run, floors, keyed))
         print(f"  {label:<9} {name:<44} {run.seconds:7.2f} s  {rate(lines, run.seconds)} lines/s")
         drop_database(server, database)
 
@@ -290,6 +361,7 @@ def measure_server(
         DATABASE,
         total["hourly"],
         lambda dsn: run_serial(hourly, dsn, steps),
+        staged,
     )
     timings: dict[str, float] = json.loads(steps.read_text())
     measure(
@@ -395,6 +467,8 @@ def report(
         "  (stage: the first file parsed as it is COPYed; each next one parsed in a thread while"
         " the server applied the one before, then COPYed from that spool)"
     )
+    print()
+    where_the_time_goes(cases, steps)
 
 
 def upkeep_report(
@@ -424,6 +498,67 @@ def upkeep_report(
             f"{rate(shape.lines, fast)} lines/s: time x{slow / fast:.3f} ({slow / fast - 1:+.1%});"
             f" medians of {len(shape.with_upkeep)} alternate runs"
         )
+
+
+def where_the_time_goes(cases: list[Case], steps: dict[str, dict[str, float]]) -> None:
+    """The one-process case's steps beside their floors (:data:`STEP_FLOORS`, measured right
+    after it on the same server) and the difference: the load's own extra work. The sums read:
+    steps total = floors + extra, and the case's wall time = steps total + the time outside any
+    step (starting the process, connecting, the schema check, partitions, the ledger rows)."""
+    serial = {c.server: c for c in cases if "(Lambda)" in c.name}
+    servers = [server for server in steps if server in serial]
+    names = list(dict.fromkeys(step for server in servers for step in steps[server]))
+
+    def row(label: str, what: str, figures: list[tuple[float, float | None]]) -> None:
+        cells = "".join(
+            f" {s:>12.2f} {'-' if f is None else f'{f:.2f}':>6} {s - (f or 0.0):>6.2f}"
+            for s, f in figures
+        )
+        print(f"  {label:<17} {what:<22}{cells}")
+
+    print("where the time goes: the one-process case's steps against their floors (seconds)")
+    print(
+        f"  {'step':<17} {'floor: COPY into':<22}"
+        + "".join(f" {server + ' s':>12} {'floor':>6} {'extra':>6}" for server in servers)
+    )
+    floors = {
+        server: {
+            step: sum(serial[server].keyed[table] for table in STEP_FLOORS[step])
+            for step in names
+            if step in STEP_FLOORS
+        }
+        for server in servers
+    }
+    for step in names:
+        what = " + ".join(STEP_FLOORS.get(step, ("-",)))
+        row(step, what, [(steps[s].get(step, 0.0), floors[s].get(step)) for s in servers])
+    totals = [(sum(steps[s].values()), sum(floors[s].values())) for s in servers]
+    row("steps total", "sum of the floors", list(totals))
+    outside = [serial[s].run.seconds - t for s, (t, _) in zip(servers, totals, strict=True)]
+    row("outside the steps", "-", [(o, None) for o in outside])
+    row(
+        "the case (wall)",
+        "sum of the floors",
+        [(serial[s].run.seconds, f) for s, (_, f) in zip(servers, totals, strict=True)],
+    )
+    for server, (total, floor) in zip(servers, totals, strict=True):
+        extra = {
+            step: steps[server][step] - floors[server].get(step, 0.0) for step in steps[server]
+        }
+        top = max(extra, key=lambda step: extra[step])
+        print(
+            f"  {server}: steps {total:.2f} s = floors {floor:.2f} s + extra {total - floor:.2f} s"
+            f" (x{total / max(floor, 1e-9):.2f} the floors); the largest extra: {top}"
+            f" {extra[top]:.2f} s ({extra[top] / max(total - floor, 1e-9):.0%} of it)"
+        )
+    print(
+        "  floor: the keyed COPY of the final rows of the table(s) the step writes; for stage,"
+        " the server's COPY of the same staging text into the load's own staging table"
+        " (temporary, unindexed), file by file, without the parse and ANALYZE"
+    )
+    for step in names:
+        if step in STEP_NOTES:
+            print(f"  {step}: {STEP_NOTES[step]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ).files,
         }
         sample_paths = sample_shaped(args.sample, work / "sample", lines)
+        staged = write_staging_text(exports["hourly"], work / "staged")
         size = sum(p.stat().st_size for paths in exports.values() for p in paths) / MB
         print(
             f"generated {len(exports['one'])} + {len(exports['hourly'])} + "
@@ -525,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shapes: dict[str, SampleShape] = {}
         for label, settings in SERVERS.items():
             with embedded_server(work / label, settings) as server:
-                found, timings, skip = measure_server(label, server, exports, work)
+                found, timings, skip = measure_server(label, server, exports, staged, work)
                 if sample_paths:
                     shapes[label] = measure_sample_shape(label, server, sample_paths, work)
                 if label == "embedded":
