@@ -54,7 +54,7 @@ def assert_where_the_time_goes(lines: list[str]) -> None:
     rows = {line.split()[0]: line.split() for line in where[2:] if line.startswith("  ")}
     assert set(steps) <= set(rows), set(steps) - set(rows)
     floored = [step for step in steps if rows[step][1] != "-"]
-    assert {"stage", "users", "events", "event_properties"} <= set(floored)
+    assert {"stage", "users", "events", "event_properties", "person_properties"} <= set(floored)
     for step in [*floored, "steps"]:
         # the last six: seconds, floor and extra on each of the two servers
         figures = rows[step][-6:]
