@@ -18,7 +18,8 @@ have). Every case runs as a child process, as a user runs it, for its wall time 
 Then the upkeep's cost on a second shape of data, "real-sample shape" (sample_shape.py): 10 files
 made of the real Kissmetrics sample's people (renamed copies, the same people every file, about
 as many lines as the synthetic 10 files), loaded by one process with and without the upkeep,
-alternately, a few times: its ratio is printed beside the synthetic one.
+alternately, a few times: its ratio is printed beside the synthetic one, and the median run with
+the upkeep is a row of the table, against the floors of its own final rows.
 
 After each case, the final rows are copied out and COPYed back into bare tables and into tables
 with km2pg's keys: the floors its time is compared with (same run, same server). The table ends
@@ -408,28 +409,40 @@ class SampleShape:
         return sorted(seconds)[len(seconds) // 2]
 
 
+SAMPLE_SHAPE_CASE: Final = "real-sample-shape files, one process"
+"""The real-sample-shape files as the loader function loads them: a row of the table too."""
+
+
 def measure_sample_shape(
     label: str, server: local.EmbeddedServer, paths: list[Path], work: Path
-) -> SampleShape:
+) -> tuple[SampleShape, Case]:
     """The real-sample-shape files by one process, with and without the upkeep, alternately,
-    each time into a new database (the without run first, so neither always goes first)."""
-    runs: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(SAMPLE_SHAPE_RUNS):
+    each time into a new database (the without run first, so neither always goes first).
+    Also the table's row for them: the median run with the upkeep against the floors of its
+    final rows (measured after the last such run)."""
+    runs: dict[bool, list[ChildRun]] = {True: [], False: []}
+    floors: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for round_ in range(SAMPLE_SHAPE_RUNS):
         for upkeep in (False, True):
             settings = local.ensure_database(server, DATABASE)
             checkpoint(settings)
             run = run_serial(paths, server.dsn(DATABASE), work / "sample-steps.json", upkeep=upkeep)
             if run.exit_code:
                 raise SystemExit(f"{label} real-sample shape: the load exited {run.exit_code}")
-            runs[upkeep].append(run.seconds)
+            runs[upkeep].append(run)
+            if upkeep and round_ == SAMPLE_SHAPE_RUNS - 1:
+                floors = floor_seconds(settings, work / "floor")
             drop_database(server, DATABASE)
-    shape = SampleShape(len_lines(paths), runs[True], runs[False])
+    seconds = {upkeep: [run.seconds for run in found] for upkeep, found in runs.items()}
+    shape = SampleShape(len_lines(paths), seconds[True], seconds[False])
+    median = sorted(runs[True], key=lambda run: run.seconds)[len(runs[True]) // 2]
+    case = Case(label, f"{len(paths)} {SAMPLE_SHAPE_CASE}", shape.lines, median, *floors)
     print(
         f"  {label:<9} {len(paths)} real-sample-shape files, one process, with/without upkeep"
         f" (median of {SAMPLE_SHAPE_RUNS}): {shape.median(shape.with_upkeep):.2f} s /"
         f" {shape.median(shape.without):.2f} s"
     )
-    return shape
+    return shape, case
 
 
 def len_lines(paths: list[Path]) -> int:
@@ -677,7 +690,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with embedded_server(work / label, settings) as server:
                 found, timings, skip = measure_server(label, server, exports, staged, work)
                 if sample_paths:
-                    shapes[label] = measure_sample_shape(label, server, sample_paths, work)
+                    shapes[label], shaped = measure_sample_shape(label, server, sample_paths, work)
+                    found.append(shaped)
                 if label == "embedded":
                     plain = local.ensure_database(server, DATABASE)
                     run_load(exports["one"][0], server.dsn(DATABASE))

@@ -29,6 +29,7 @@ def test_bench_load_at_a_tiny_size_prints_every_case_on_both_servers():
         "10 files, one process, no person_properties",
         "10 files, km2pg load (CLI)",
         "40 files, km2pg load --jobs 4",
+        "10 real-sample-shape files, one process",
     )
     for server in ("embedded", "default"):
         for case in cases:
