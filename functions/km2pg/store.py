@@ -842,10 +842,10 @@ _STATE_COLUMNS: Final = """
 # anti-join hashed the whole table for every file). In (personid, keyid) order, the primary key's,
 # so that loaders folding at once (see update_people) meet each other's rows in one order, never
 # in a cycle; the WHERE compares with the row as committed by then, so no concurrent setting is
-# lost. ``{rows}`` picks the rows of ``folded`` to upsert.
-_UPSERT: Final = f"""
+# lost.
+_UPSERT_FOLDED: Final = f"""
 INSERT INTO km2pg.person_property_state AS s {_STATE_COLUMNS}
-SELECT c.* FROM folded c {{rows}} ORDER BY c.personid, c.keyid
+SELECT c.* FROM folded c ORDER BY c.personid, c.keyid
     ON CONFLICT (personid, keyid) DO UPDATE SET
        value = CASE WHEN {_LATER} THEN excluded.value ELSE s.value END,
        t = CASE WHEN {_LATER} THEN excluded.t ELSE s.t END,
@@ -860,10 +860,6 @@ SELECT c.* FROM folded c {{rows}} ORDER BY c.personid, c.keyid
                        ELSE s.first_eventid END
  WHERE {_LATER} OR {_EARLIER}
 """
-_UPSERT_FOLDED: Final = _UPSERT.format(rows="")
-_UPSERT_NOT_FRESH: Final = _UPSERT.format(
-    rows="WHERE c.personid NOT IN (SELECT personid FROM fresh)"
-)
 
 # The persons of this file's identities, as merged by now.
 _PERSONS_STAGED: Final = """
@@ -877,39 +873,21 @@ ANALYZE s_persons;
 # each identity's settings (s_ends) taken to the ends of each person's.
 # Persons this load created (personid a userid it inserted: s_new_users) have no stored rows: no
 # other loader can see them before this one commits, so only this load's merge can have given
-# them rows (checked). Their rows, most of a file's in a steady stream of new visitors, go in with
-# a plain INSERT (no speculative insertion, no probe before it, no row lock anyone can wait for);
-# the rest with the upsert, in the primary key's order.
+# them rows (checked). Those of one identity in the file, most of a file's rows in a steady stream
+# of new visitors, go straight from s_ends into a plain INSERT (no speculative insertion, no probe
+# before it, no row lock anyone can wait for, no copy of the rows in between); the rest with the
+# upsert, in the primary key's order.
+# A person row from its ends (columns: personid, keyid, last_key, last_value, first_key,
+# first_value, first_userid): a place holds the second above 31 bits of the line number.
+_STATE_ROW: Final = """
+    personid, keyid, last_value, km2pg.eventid_time((last_key >> 31) << 32),
+    CAST(:revision AS bigint), CAST(last_key & 2147483647 AS integer),
+    first_value, km2pg.eventid_time((first_key >> 31) << 32), CAST(:revision AS bigint),
+    CAST(first_key & 2147483647 AS integer), ((first_key >> 31) << 32) | first_userid"""
 _FOLD_FILE: Final = f"""
-WITH personal AS MATERIALIZED (
-    SELECT x.personid, e.* FROM s_ends e JOIN s_persons x USING (userid)
-),
--- Persons with more than one identity in this file (joined by aliases: few) have their
--- identities' ends taken to the person's: the greatest latest, the least first. Every other
--- person's ends are its one identity's.
-several AS MATERIALIZED (
+WITH several AS MATERIALIZED (
+    -- Persons with more than one identity in this file (joined by aliases: few).
     SELECT personid FROM s_persons GROUP BY personid HAVING count(*) > 1
-),
-ends AS (
-    SELECT personid, keyid, last_key, last_value, first_key, first_value, userid AS first_userid
-      FROM personal WHERE personid NOT IN (SELECT personid FROM several)
-    UNION ALL
-    (SELECT DISTINCT ON (personid, keyid)
-            personid, keyid, last_value(last_key) OVER w, last_value(last_value) OVER w,
-            first_key, first_value, userid
-       FROM personal WHERE personid IN (SELECT personid FROM several)
-     WINDOW w AS (PARTITION BY personid, keyid ORDER BY last_key
-                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-      ORDER BY personid, keyid, first_key)
-),
-folded AS MATERIALIZED (
-    SELECT personid, keyid, last_value AS value, km2pg.eventid_time((last_key >> 31) << 32) AS t,
-           CAST(:revision AS bigint) AS revision, CAST(last_key & 2147483647 AS integer) AS lineno,
-           first_value, km2pg.eventid_time((first_key >> 31) << 32) AS first_t,
-           CAST(:revision AS bigint) AS first_revision,
-           CAST(first_key & 2147483647 AS integer) AS first_lineno,
-           ((first_key >> 31) << 32) | first_userid AS first_eventid
-      FROM ends
 ),
 -- A new identity is a person of its own unless this load's merge made it one with others: then
 -- that person may hold rows moved in by the merge (the only rows anyone can have written for
@@ -922,9 +900,35 @@ fresh AS MATERIALIZED (
 ),
 inserted AS (
     INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
-    SELECT c.* FROM folded c WHERE c.personid IN (SELECT personid FROM fresh)
+    SELECT {_STATE_ROW}
+      FROM (SELECT x.personid, e.keyid, e.last_key, e.last_value, e.first_key, e.first_value,
+                   e.userid AS first_userid
+              FROM s_ends e JOIN s_persons x USING (userid)
+             WHERE x.personid IN (SELECT personid FROM fresh)
+               AND x.personid NOT IN (SELECT personid FROM several)) AS c
+),
+-- Every other person's ends: its one identity's, or for several identities the greatest
+-- latest and the least first of theirs.
+ends AS (
+    SELECT x.personid, e.keyid, e.last_key, e.last_value, e.first_key, e.first_value,
+           e.userid AS first_userid
+      FROM s_ends e JOIN s_persons x USING (userid)
+     WHERE x.personid NOT IN (SELECT personid FROM fresh)
+       AND x.personid NOT IN (SELECT personid FROM several)
+    UNION ALL
+    (SELECT DISTINCT ON (x.personid, e.keyid)
+            x.personid, e.keyid, last_value(e.last_key) OVER w, last_value(e.last_value) OVER w,
+            e.first_key, e.first_value, e.userid
+       FROM s_ends e JOIN s_persons x USING (userid)
+      WHERE x.personid IN (SELECT personid FROM several)
+     WINDOW w AS (PARTITION BY x.personid, e.keyid ORDER BY e.last_key
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+      ORDER BY x.personid, e.keyid, e.first_key)
+),
+folded {_STATE_COLUMNS} AS (
+    SELECT {_STATE_ROW} FROM ends
 )
-{_UPSERT_NOT_FRESH}"""
+{_UPSERT_FOLDED}"""
 
 # A line of this file replaced the stored setting that a first value came from (same event,
 # greater (revision, lineno), or the same line number of another content of the same export
