@@ -777,12 +777,15 @@ UPDATE s_person_labels l SET label = j.label
 """
 # Written as an upsert of rows that all exist, not an UPDATE ... FROM the labels: Citus cannot
 # update its tables from a temporary table, but it can INSERT ... SELECT from one (the SELECT runs
-# on the coordinator). PostgreSQL updates the same few rows either way.
+# on the coordinator). PostgreSQL updates the same few rows either way. The absorbed persons'
+# identities are looked up by key (see _STORED_USERS): with a few thousand merges in a file, a
+# join hashed the whole users table.
 _MERGE: Final = """
 INSERT INTO km2pg.users AS u (userid, name, personid)
 SELECT x.userid, x.name, l.label
   FROM km2pg.users x JOIN s_person_labels l ON x.personid = l.node
- WHERE l.label <> l.node
+ WHERE x.personid = ANY (ARRAY(SELECT node FROM s_person_labels WHERE label <> node))
+   AND l.label <> l.node
     ON CONFLICT (userid) DO UPDATE SET personid = excluded.personid
 """
 

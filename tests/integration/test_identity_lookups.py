@@ -39,13 +39,15 @@ def test_a_file_into_a_large_users_table_never_reads_the_table_whole(con, tmp_pa
     )
     con.run("SELECT setval('km2pg.users_userid_seq', :n)", n=STORED_IDENTITIES)
     con.run("ANALYZE km2pg.users")
-    # A file as an hour brings them: some returning identities, more new ones, an alias joining
-    # a new identity to a stored one, property settings for person_properties' upkeep.
+    # A file as an hour brings them: returning identities, new ones, property settings for
+    # person_properties' upkeep.
     lines: list[dict[str, object]] = []
     for i in range(2_000):
         lines.append({"_p": f"stored-{i * 37 + 1}", "_t": NOW + i, "_n": "visited", "plan": "a"})
         lines.append({"_p": f"new-{i}", "_t": NOW + i, "_n": "signed up", "plan": f"p{i % 3}"})
-    lines.append({"_p": "new-1", "_p2": "stored-1", "_t": NOW + 5_000})
+    # Aliases, many of them: each joins a new identity to a stored person (the merge moves it).
+    for i in range(1, 1_500):
+        lines.append({"_p": f"new-{i}", "_p2": f"stored-{i * 37 + 1}", "_t": NOW + 5_000 + i})
     path = write_export(tmp_path, 1, lines)
     before = _sequential_scans_of_users(con)
 
@@ -54,5 +56,6 @@ def test_a_file_into_a_large_users_table_never_reads_the_table_whole(con, tmp_pa
     assert result.status == "loaded"
     assert result.events == 4_000
     assert _sequential_scans_of_users(con) == before
-    assert db.scalar(con, "SELECT personid FROM km2pg.users WHERE name = 'new-1'") == 1
+    assert db.scalar(con, "SELECT personid FROM km2pg.users WHERE name = 'new-1'") == 38
+    assert db.scalar(con, "SELECT personid FROM km2pg.users WHERE name = 'new-2'") == 75
     assert person_properties_drift(con) == 0
