@@ -418,50 +418,62 @@ def _suppress_lines(con: Connection) -> int:
 
 
 # The file's identities already stored, looked up by key (= ANY of an array: an index probe per
-# name). A join let the planner hash the whole users table for every file (a file names about
-# 20,000 identities; a site's table grows to millions: 0.2 s per scan at 1.65 million rows, and
-# the load made three of them), so a file's cost grew with the table instead of with the file.
-_STORED_USERS: Final = """
-SELECT u.userid, u.name, u.personid FROM km2pg.users u
- WHERE u.name = ANY (ARRAY(SELECT name FROM s_names))
+# name), once; the identities the load adds join them as they are written. A join let the planner
+# hash the whole users table for every file (a file names about 20,000 identities; a site's table
+# grows to millions: 0.2 s per scan at 1.65 million rows, and the load made three of them), so a
+# file's cost grew with the table instead of with the file.
+_USERS_STAGED: Final = """
+CREATE TEMP TABLE s_users ON COMMIT DROP AS
+    SELECT u.userid, u.name FROM km2pg.users u
+     WHERE u.name = ANY (ARRAY(SELECT name FROM s_names))
 """
 
 # New identities take the fast path too: a plain INSERT, redone with ON CONFLICT when a concurrent
-# loader added one of the same names first.
-_USERS: Final = f"""
+# loader added one of the same names first (then _USERS_ADDED_BY_OTHERS finds those).
+_USERS: Final = """
 INSERT INTO km2pg.users (userid, name, personid)
 SELECT id, name, id
   FROM (SELECT nextval('km2pg.users_userid_seq') AS id, name
           FROM (SELECT n.name FROM s_names n
-                 WHERE n.name NOT IN (SELECT stored.name FROM ({_STORED_USERS}) AS stored)
+                 WHERE n.name NOT IN (SELECT name FROM s_users)
                  ORDER BY n.name) AS fresh) AS numbered
  ORDER BY name
 """
 _USERS_SAFE: Final = f"{_USERS}    ON CONFLICT (name) DO NOTHING"
+_USERS_ADDED_BY_OTHERS: Final = """
+INSERT INTO s_users
+SELECT u.userid, u.name FROM km2pg.users u
+ WHERE u.name = ANY (ARRAY(SELECT name FROM s_names EXCEPT SELECT name FROM s_users))
+"""
 
 # The identities this load creates, kept for person_properties' upkeep (see _FOLD_FILE): a person
 # made of them alone is invisible to every other loader until this one commits, so it cannot
-# have stored rows. A fast attempt that is rolled back to its savepoint takes its rows with it.
+# have stored rows. A fast attempt that is rolled back to its savepoint takes its rows with it
+# (from s_users too).
 _NEW_USERS_STAGED: Final = "CREATE TEMP TABLE s_new_users (userid bigint NOT NULL) ON COMMIT DROP"
 
 
-def _keeping_new_users(insert: str) -> str:
+def _adding_to_s_users(insert: str, *, keep_new: bool) -> str:
+    """The users insert, with the identities it writes added to s_users (and, with
+    ``keep_new``, to s_new_users)."""
+    kept = "kept AS (INSERT INTO s_new_users SELECT userid FROM written)" if keep_new else ""
     return f"""
 WITH written AS (
 {insert}
-RETURNING userid
-)
-INSERT INTO s_new_users SELECT userid FROM written
+RETURNING userid, name
+){"," if kept else ""}
+{kept}
+INSERT INTO s_users SELECT userid, name FROM written
 """
 
 
-_USERS_KEPT: Final = (_keeping_new_users(_USERS), _keeping_new_users(_USERS_SAFE))
-
-_USERS_STAGED: Final = f"""
-CREATE TEMP TABLE s_users ON COMMIT DROP AS
-    SELECT stored.userid, stored.name FROM ({_STORED_USERS}) AS stored;
-ANALYZE s_users;
-"""
+_USERS_WRITTEN: Final = {
+    keep: (
+        _adding_to_s_users(_USERS, keep_new=keep),
+        _adding_to_s_users(_USERS_SAFE, keep_new=keep),
+    )
+    for keep in (True, False)
+}
 
 # Action and key names come from the parser (a site has a few hundred); when a file holds too
 # many to keep in memory, they are read back from the staging table instead.
@@ -644,10 +656,13 @@ def insert_facts(
         clock.lap("users")  # the file's names: part of the users step, as without suppression
         suppressed = _suppress_lines(con)
         clock.lap("suppress")
+    con.run(_USERS_STAGED)
     if keep_settings:
         con.run(_NEW_USERS_STAGED)
-    _insert(con, *(_USERS_KEPT if keep_settings else (_USERS, _USERS_SAFE)))
-    con.run(_USERS_STAGED)
+    _, others = _insert(con, *_USERS_WRITTEN[keep_settings])
+    if others:
+        con.run(_USERS_ADDED_BY_OTHERS)
+    con.run("ANALYZE s_users")
     clock.lap("users")
     _new_names(con, "actions", names.actions, "e")
     _new_names(con, "keys", names.keys, "k")
@@ -778,7 +793,7 @@ UPDATE s_person_labels l SET label = j.label
 # Written as an upsert of rows that all exist, not an UPDATE ... FROM the labels: Citus cannot
 # update its tables from a temporary table, but it can INSERT ... SELECT from one (the SELECT runs
 # on the coordinator). PostgreSQL updates the same few rows either way. The absorbed persons'
-# identities are looked up by key (see _STORED_USERS): with a few thousand merges in a file, a
+# identities are looked up by key (see _USERS_STAGED): with a few thousand merges in a file, a
 # join hashed the whole users table.
 _MERGE: Final = """
 INSERT INTO km2pg.users AS u (userid, name, personid)
@@ -873,7 +888,7 @@ SELECT c.* FROM folded c ORDER BY c.personid, c.keyid
  WHERE {_LATER} OR {_EARLIER}
 """
 
-# The persons of this file's identities, as merged by now (looked up by key: see _STORED_USERS).
+# The persons of this file's identities, as merged by now (looked up by key: see _USERS_STAGED).
 _PERSONS_STAGED: Final = """
 CREATE TEMP TABLE s_persons ON COMMIT DROP AS
     SELECT u.userid, u.personid FROM km2pg.users u
