@@ -1,7 +1,8 @@
 """Turn parsed lines into PostgreSQL COPY text for the staging table, counting as it goes.
 
 One staging row per line, property and reject (``rec`` tells which), so a whole file streams
-into PostgreSQL through a single COPY while Python parses the next lines.
+into PostgreSQL through a single COPY while Python parses the next lines; after them, one row per
+(identity, key) pair with the first and the latest of its settings (see :class:`StageStats`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from itertools import islice
+from typing import Any, Final
 
 from km2pg.export import Reject, parse_line, parse_usual
 
@@ -20,14 +22,14 @@ NULL: Final = "\\N"
 CHUNK_CHARS: Final = 256 * 1024
 
 STAGE_LAYOUT: Final = (
-    ("rec", '"char" NOT NULL'),  # e event, p property set, a alias, k property, r reject
-    ("lineno", "integer NOT NULL"),
+    ("rec", '"char" NOT NULL'),  # e event, p property set, a alias, k property, r reject, n ends
+    ("lineno", "integer NOT NULL"),  # the line (n: the latest setting's)
     ("p", "text"),  # the identity (_p)
-    ("p2", "text"),  # the second identity of an alias (_p2)
-    ("t", "bigint"),  # seconds since the epoch
-    ("name", "text"),  # the action (e), the property's key (k) or the reason (r)
-    ("value", "text"),  # the property's value (k) or the rejected line (r)
-    ("action", "text"),  # unused: always null
+    ("p2", "text"),  # the second identity of an alias (_p2); the first setting's value (n)
+    ("t", "bigint"),  # seconds since the epoch (n: the latest setting's)
+    ("name", "text"),  # the action (e), the property's key (k, n) or the reason (r)
+    ("value", "text"),  # the property's value (k), the latest setting's (n) or the rejected line
+    ("first", "bigint"),  # the first setting's place (n), see StageStats.ends; null otherwise
 )
 """The staging table's columns, in the order :func:`copy_export` writes them; the table's DDL
 and the COPY's column list are made from this."""
@@ -35,6 +37,20 @@ STAGE_COLUMNS: Final = ", ".join(column for column, _ in STAGE_LAYOUT)
 STAGE_COLUMNS_DDL: Final = ",\n    ".join(f"{column:<6} {kind}" for column, kind in STAGE_LAYOUT)
 MAX_NAMES: Final = 100_000
 """Distinct action or key names remembered per file; past that they are found in SQL."""
+MAX_ENDS: Final = 200_000
+"""(identity, key) pairs whose ends are kept per file (a few tens of MB); past that the server
+finds them from the rows it writes (a real hourly file holds a few thousand)."""
+ENDS_PER_CHUNK: Final = 4096
+"""Ends rows per chunk of COPY text (about 256 KiB)."""
+EPOCH: Final = 946_684_800
+"""2000-01-01 UTC, where eventids count seconds from (km2pg.make_eventid)."""
+LINE_BITS: Final = 31
+"""A setting's place in a file packs its second (from EPOCH) above this many bits of its line
+number, so places compare as (second, line); store.py's ends read them so."""
+
+Ends = dict[tuple[str, str], list[Any]]
+"""Per (identity, key), as staged (COPY-escaped): [first second, first place, first value,
+latest place, latest value]."""
 
 
 def _same(value: str) -> str:
@@ -95,6 +111,11 @@ class StageStats:
     max_t: int | None = None
     months: set[tuple[int, int]] = field(default_factory=set)
     names: StagedNames = field(default_factory=StagedNames)
+    ends: Ends | None = field(default_factory=dict)
+    """Each (identity, key)'s first and latest setting, as the server writes them from the staged
+    rows (one row per identity, second and key: the line's last), for person_properties' upkeep;
+    None past MAX_ENDS pairs. Latest: the greatest (second, line); first: the least second, and
+    of its lines the last."""
 
     @property
     def parsed(self) -> int:
@@ -117,6 +138,7 @@ class StageStats:
         self.min_t, self.max_t = (min(times), max(times)) if times else (None, None)
         self.months |= part.months
         self.names.add(part.names)
+        self.ends = _merge_ends(self.ends, part.ends)
 
     def min_time(self) -> datetime | None:
         return None if self.min_t is None else datetime.fromtimestamp(self.min_t, UTC)
@@ -125,17 +147,53 @@ class StageStats:
         return None if self.max_t is None else datetime.fromtimestamp(self.max_t, UTC)
 
 
+def _merge_ends(ends: Ends | None, part: Ends | None) -> Ends | None:
+    """``part``'s ends taken into ``ends`` (lines of either in any order); None if either gave
+    up or the pairs grow past MAX_ENDS."""
+    if ends is None or part is None:
+        return None
+    for pair, (t, place, value, last_place, last_value) in part.items():
+        end = ends.get(pair)
+        if end is None:
+            ends[pair] = [t, place, value, last_place, last_value]
+            continue
+        if last_place > end[3]:
+            end[3], end[4] = last_place, last_value
+        # At the same second the later line's row is the one written.
+        if t < end[0] or (t == end[0] and place > end[1]):
+            end[0], end[1], end[2] = t, place, value
+    return ends if len(ends) <= MAX_ENDS else None
+
+
+def ends_chunks(ends: Ends | None) -> Iterator[str]:
+    """The staging rows (rec n) of each pair's ends, in chunks; none when the parser gave up."""
+    if not ends:
+        return
+    mask = (1 << LINE_BITS) - 1
+    rows = (
+        f"n\t{last & mask}\t{person}\t{value}\t{(last >> LINE_BITS) + EPOCH}\t{key}"
+        f"\t{last_value}\t{place}\n"
+        for (person, key), (_, place, value, last, last_value) in ends.items()
+    )
+    while chunk := "".join(islice(rows, ENDS_PER_CHUNK)):
+        yield chunk
+
+
 def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
     raw_lines: Iterable[tuple[int, bytes]],
     latest: int,
     stats: StageStats,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    with_ends: bool = True,
 ) -> Iterator[str]:
     """Parse numbered raw lines and yield COPY text in chunks of about 256 KiB, filling ``stats``.
 
     The usual line goes from :func:`export.parse_usual` straight to its rows; any other goes
     through :func:`export.parse_line`, and both are written by the same code. Memory is bounded
-    by one chunk, whatever the file's size.
+    by one chunk (and the pairs' ends, see MAX_ENDS), whatever the file's size. The ends rows come
+    last (``with_ends`` False: kept in ``stats`` only, for a caller that merges parts). Lines
+    come in line number order, which the ends rely on: a pair's later setting is the later line.
     """
     esc = copy_text
     usual = parse_usual
@@ -147,6 +205,7 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
     months = stats.months
     names = stats.names
     action_names, key_names = names.actions, names.keys
+    ends = stats.ends
     days_seen: set[int] = set()
 
     def save() -> None:
@@ -199,24 +258,34 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
                 property_sets += 1
                 row = f"p\t{lineno}\t{person}\t\\N\t{t}\t\\N\t\\N\t\\N\n"
             if pairs:
-                items = pairs.items()
                 properties += len(pairs)
                 if key_names is not None:
                     key_names.update(pairs)
+                items: Iterable[tuple[str, str]] = (
+                    pairs.items() if plain else [(esc(k), esc(v)) for k, v in pairs.items()]
+                )
                 # A property row names its line, whose row holds the identity, time and action.
                 prefix = f"k\t{lineno}\t\\N\t\\N\t\\N\t"
                 suffix = "\t\\N\n"
-                if plain:
-                    row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in items])
-                else:
-                    row += "".join(
-                        [f"{prefix}{esc(key)}\t{esc(value)}{suffix}" for key, value in items]
-                    )
+                row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in items])
+                if ends is not None:
+                    place = ((t - EPOCH) << LINE_BITS) | lineno
+                    for key, value in items:
+                        end = ends.get((person, key))
+                        if end is None:
+                            ends[person, key] = [t, place, value, place, value]
+                            continue
+                        if place > end[3]:
+                            end[3], end[4] = place, value
+                        if t <= end[0]:  # the same second: this later line's row is written
+                            end[0], end[1], end[2] = t, place, value
         buffer.append(row)
         size += len(row)
         if size >= CHUNK_CHARS:
             save()
             action_names, key_names = names.bound()
+            if ends is not None and len(ends) > MAX_ENDS:
+                stats.ends = ends = None
             yield "".join(buffer)
             buffer.clear()
             size = 0
@@ -225,8 +294,12 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
                 reported = lines
     save()
     names.bound()
+    if ends is not None and len(ends) > MAX_ENDS:
+        stats.ends = ends = None
     if buffer:
         yield "".join(buffer)
+    if with_ends:
+        yield from ends_chunks(ends)
     if on_progress is not None and lines > reported:
         on_progress(lines - reported)
 

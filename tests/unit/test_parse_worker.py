@@ -51,6 +51,9 @@ def test_worker_processes_stage_the_same_rows_and_counts_as_one_process(
     assert any(isinstance(chunk, bytes) for chunk in shared), "no worker took part"
     assert rows(shared) == rows(alone)
     assert vars(two) == vars(one)
+    # Each pair's first and latest setting too, merged from the batches: rows (n) after the lines.
+    assert one.ends
+    assert sum(row.startswith("n\t") for row in rows(shared).elements()) == len(one.ends)
     # The file is messy enough to mean something.
     assert one.rejects > 0
     assert one.aliases > 0
