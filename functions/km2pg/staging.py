@@ -26,13 +26,15 @@ STAGE_LAYOUT: Final = (
     ("lineno", "integer NOT NULL"),  # the line (n: the latest setting's)
     ("p", "text"),  # the identity (_p)
     ("p2", "text"),  # the second identity of an alias (_p2); the first setting's value (n)
-    ("t", "bigint"),  # seconds since the epoch (n: the latest setting's)
+    ("t", "bigint"),  # seconds since the epoch (n: the first setting's)
     ("name", "text"),  # the action (e), the property's key (k, n) or the reason (r)
     ("value", "text"),  # the property's value (k), the latest setting's (n) or the rejected line
-    ("first", "bigint"),  # the first setting's place (n), see StageStats.ends; null otherwise
+    ("first", "integer"),  # the first setting's line (n); null otherwise
 )
 """The staging table's columns, in the order :func:`copy_export` writes them; the table's DDL
-and the COPY's column list are made from this."""
+and the COPY's column list are made from this. An ends row (n) is a pair's latest setting as a
+property row (k) is, its line's row holding the identity; p2, t and first are null when its first
+setting is that same one (most pairs of a file of new visitors)."""
 STAGE_COLUMNS: Final = ", ".join(column for column, _ in STAGE_LAYOUT)
 STAGE_COLUMNS_DDL: Final = ",\n    ".join(f"{column:<6} {kind}" for column, kind in STAGE_LAYOUT)
 MAX_NAMES: Final = 100_000
@@ -42,11 +44,10 @@ MAX_ENDS: Final = 200_000
 finds them from the rows it writes (a real hourly file holds a few thousand)."""
 ENDS_PER_CHUNK: Final = 4096
 """Ends rows per chunk of COPY text (about 256 KiB)."""
-EPOCH: Final = 946_684_800
-"""2000-01-01 UTC, where eventids count seconds from (km2pg.make_eventid)."""
 LINE_BITS: Final = 31
-"""A setting's place in a file packs its second (from EPOCH) above this many bits of its line
-number, so places compare as (second, line); store.py's ends read them so."""
+"""A setting's place in a file packs its second above this many bits of its line number, so that
+places compare as (second, line); line numbers are integers below 2^31."""
+LINES: Final = (1 << LINE_BITS) - 1
 
 Ends = dict[tuple[str, str], list[Any]]
 """Per (identity, key), as staged (COPY-escaped): [first second, first place, first value,
@@ -169,11 +170,11 @@ def ends_chunks(ends: Ends | None) -> Iterator[str]:
     """The staging rows (rec n) of each pair's ends, in chunks; none when the parser gave up."""
     if not ends:
         return
-    mask = (1 << LINE_BITS) - 1
     rows = (
-        f"n\t{last & mask}\t{person}\t{value}\t{(last >> LINE_BITS) + EPOCH}\t{key}"
-        f"\t{last_value}\t{place}\n"
-        for (person, key), (_, place, value, last, last_value) in ends.items()
+        f"n\t{last & LINES}\t\\N\t\\N\t\\N\t{key}\t{last_value}\t\\N\n"
+        if place == last
+        else f"n\t{last & LINES}\t\\N\t{value}\t{t}\t{key}\t{last_value}\t{place & LINES}\n"
+        for (_, key), (t, place, value, last, last_value) in ends.items()
     )
     while chunk := "".join(islice(rows, ENDS_PER_CHUNK)):
         yield chunk
@@ -269,7 +270,7 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
                 suffix = "\t\\N\n"
                 row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in items])
                 if ends is not None:
-                    place = ((t - EPOCH) << LINE_BITS) | lineno
+                    place = (t << LINE_BITS) | lineno
                     for key, value in items:
                         end = ends.get((person, key))
                         if end is None:

@@ -596,17 +596,19 @@ _EVENT_PROPERTIES_KEPT: Final = (
     _keeping_settings(_EVENT_PROPERTIES, copy=False),
     _keeping_settings(_EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT, copy=True),
 )
-# The parser usually knows the ends already (staging.StageStats.ends): it staged one row per
-# identity and key with the latest setting's line, second and value, and the first setting's
-# place (first) and value (p2), as the fast insert writes them, since it writes every staged row
-# that wins its event. Then the fast insert is the plain one, and s_ends is made from those rows
-# (a real hourly file: some 5,000 of them, against 120,000 written settings to sort). Forgotten
-# identities' rows drop out in the join: their names are not in s_users.
+# The parser usually knows the ends already (staging.StageStats.ends), as the fast insert writes
+# them, since it writes every staged row that wins its event: it staged one row per identity and
+# key, the latest setting (line, key, value; the line's identity and second in s_ev) with the
+# first one's second (t), line (first) and value (p2), null when it is the latest. Then the fast
+# insert is the plain one and s_ends is made from those rows (a real hourly file: some 5,000 of
+# them, against 120,000 written settings to sort). Forgotten identities' rows drop out in the
+# join: their lines are not in s_ev.
 _ENDS_STAGED: Final = f"""
 INSERT INTO s_ends (userid, keyid, last_key, last_value, first_key, first_value)
-SELECT u.userid, k.keyid, ((s.t - 946684800) << 31) | s.lineno, s.value, s.first, s.p2
+SELECT e.userid, k.keyid, {_PLACE}, s.value,
+       coalesce(((s.t - 946684800) << 31) | s.first, {_PLACE}), coalesce(s.p2, s.value)
   FROM {STAGE} s
-  JOIN s_users u ON u.name = s.p
+  JOIN s_ev e USING (lineno)
   JOIN km2pg.keys k ON k.name = s.name
  WHERE s.rec = 'n'
 """

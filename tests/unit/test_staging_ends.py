@@ -21,7 +21,6 @@ from tests.unit.test_export_properties import decode_copy
 
 LATEST = 1_900_000_000
 T0 = 1_700_000_000
-EPOCH = 946_684_800
 
 Setting = tuple[int, int, str]
 """(second, line, value)"""
@@ -46,17 +45,26 @@ def oracle(lines: list[str]) -> dict[tuple[str, str], tuple[Setting, Setting]]:
 
 
 def staged_ends(text: str) -> dict[tuple[str, str], tuple[Setting, Setting]]:
-    """The ends rows of staged COPY text, decoded: (first, latest) per (identity, key)."""
+    """The ends rows of staged COPY text, decoded: (first, latest) per (identity, key), the
+    latest setting's identity and second read from its line's row."""
+    rows = decode_copy(text)
+    lines = {row[1]: (str(row[2]), int(str(row[4]))) for row in rows if row[0] in ("e", "p")}
     ends: dict[tuple[str, str], tuple[Setting, Setting]] = {}
-    for row in decode_copy(text):
-        if row[0] != "n":
+    for rec, lineno, p, first_value, first_t, key, value, first_line in rows:
+        if rec != "n":
             continue
-        _, lineno, person, first_value, t, key, value, first = row
-        assert None not in row
-        place = int(str(first))
-        first_setting = ((place >> 31) + EPOCH, place & (2**31 - 1), str(first_value))
-        assert (str(person), str(key)) not in ends, "one row per pair"
-        ends[str(person), str(key)] = (first_setting, (int(str(t)), int(str(lineno)), str(value)))
+        assert p is None
+        person, t = lines[lineno]
+        latest = (t, int(str(lineno)), str(value))
+        first = latest
+        if first_line is not None:
+            first = (int(str(first_t)), int(first_line), str(first_value))
+            assert first != latest, "a first setting that is the latest is staged as nulls"
+        else:
+            assert first_t is None
+            assert first_value is None
+        assert (person, str(key)) not in ends, "one row per pair"
+        ends[person, str(key)] = (first, latest)
     return ends
 
 
