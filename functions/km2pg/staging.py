@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, Final
+from typing import Final
 
 from km2pg.export import Reject, parse_line, parse_usual
 
@@ -49,9 +49,12 @@ LINE_BITS: Final = 31
 places compare as (second, line); line numbers are integers below 2^31."""
 LINES: Final = (1 << LINE_BITS) - 1
 
-Ends = dict[tuple[str, str], list[Any]]
-"""Per (identity, key), as staged (COPY-escaped): [first second, first place, first value,
-latest place, latest value]."""
+End = tuple[int, int, str, int, str]
+"""(first second, first place, first value, latest place, latest value), values as staged. A tuple
+of atomic values, which the garbage collector stops tracking: lists made the parser's collections
+walk every pair, costing more than keeping them."""
+Ends = dict[tuple[str, str], End]
+"""Per (identity, key), as staged (COPY-escaped)."""
 
 
 def _same(value: str) -> str:
@@ -153,16 +156,18 @@ def _merge_ends(ends: Ends | None, part: Ends | None) -> Ends | None:
     up or the pairs grow past MAX_ENDS."""
     if ends is None or part is None:
         return None
-    for pair, (t, place, value, last_place, last_value) in part.items():
+    for pair, theirs in part.items():
         end = ends.get(pair)
         if end is None:
-            ends[pair] = [t, place, value, last_place, last_value]
+            ends[pair] = theirs
             continue
-        if last_place > end[3]:
-            end[3], end[4] = last_place, last_value
+        t, place, value, last, last_value = end
+        if theirs[3] > last:
+            last, last_value = theirs[3], theirs[4]
         # At the same second the later line's row is the one written.
-        if t < end[0] or (t == end[0] and place > end[1]):
-            end[0], end[1], end[2] = t, place, value
+        if theirs[0] < t or (theirs[0] == t and theirs[1] > place):
+            t, place, value = theirs[:3]
+        ends[pair] = (t, place, value, last, last_value)
     return ends if len(ends) <= MAX_ENDS else None
 
 
@@ -272,14 +277,17 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
                 if ends is not None:
                     place = (t << LINE_BITS) | lineno
                     for key, value in items:
-                        end = ends.get((person, key))
+                        pair = (person, key)
+                        end = ends.get(pair)
                         if end is None:
-                            ends[person, key] = [t, place, value, place, value]
+                            ends[pair] = (t, place, value, place, value)
                             continue
-                        if place > end[3]:
-                            end[3], end[4] = place, value
-                        if t <= end[0]:  # the same second: this later line's row is written
-                            end[0], end[1], end[2] = t, place, value
+                        first_t, first_place, first_value, last, last_value = end
+                        if place > last:
+                            last, last_value = place, value
+                        if t <= first_t:  # the same second: this later line's row is written
+                            first_t, first_place, first_value = t, place, value
+                        ends[pair] = (first_t, first_place, first_value, last, last_value)
         buffer.append(row)
         size += len(row)
         if size >= CHUNK_CHARS:
