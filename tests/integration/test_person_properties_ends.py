@@ -149,7 +149,8 @@ def _ends(con: db.Connection, names: staging.StagedNames, *, staged: bool, suppr
 
 
 @pytest.mark.parametrize("forgotten", [False, True])
-def test_the_staged_ends_are_those_of_the_written_rows(con, tmp_path, forgotten):
+def test_the_staged_ends_are_those_of_the_written_rows(con, tmp_path, monkeypatch, forgotten):
+    monkeypatch.setattr(staging, "ENDS_PER_SETTING", 1.0)  # kept, however many for the settings
     path = _messy_file(tmp_path)
     stats = StageStats()
     with path.open("rb") as stream:
@@ -178,11 +179,17 @@ def test_loads_take_the_parsers_ends_and_past_its_cap_the_servers(
         return insert_facts(*args, **kwargs)
 
     monkeypatch.setattr(store, "insert_facts", spy)
+    monkeypatch.setattr(staging, "ENDS_PER_SETTING", 1.0)
     assert load.load_file(con, local_file(path)).status == "loaded"
     assert person_properties_drift(con) == 0
     # Past the cap: no ends rows staged, the fast insert keeps them itself.
     monkeypatch.setattr(staging, "MAX_ENDS", 10)
     later = generate_export(tmp_path / "two", lines=4_000, files=1, seed=12, messy=True, days=3)
     assert load.load_file(con, local_file(later.files[0])).status == "loaded"
-    assert staged_flags == [True, False]
+    # And with the default share: these synthetic visitors' pairs are too many for it.
+    monkeypatch.undo()
+    monkeypatch.setattr(store, "insert_facts", spy)
+    third = generate_export(tmp_path / "three", lines=4_000, files=1, seed=13, messy=True, days=3)
+    assert load.load_file(con, local_file(third.files[0])).status == "loaded"
+    assert staged_flags == [True, False, False]
     assert person_properties_drift(con) == 0

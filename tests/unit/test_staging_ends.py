@@ -207,3 +207,23 @@ def test_parts_that_pass_max_ends_together_give_up(monkeypatch: pytest.MonkeyPat
     lines = [line(f"p{i}", T0, k="v") for i in range(4)]
     assert merged(lines, [(0, 2), (2, 4)]).ends is None
     assert merged(lines, [(0, 2), (0, 2)]).ends is not None
+
+
+def test_past_a_quarter_of_the_settings_the_pairs_are_not_worth_their_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(staging, "ENDS_JUDGED_AFTER", 100)
+    # People who come back to the same key: 10 pairs for 400 settings.
+    returning = [line(f"p{i % 10}", T0 + i, **{f"k{i % 2}": str(i)}) for i in range(400)]
+    _, stats = stage(returning)
+    assert stats.ends is not None
+    assert len(stats.ends) == 10
+    # New visitors: a pair per setting.
+    _, stats = stage([line(f"p{i}", T0, k="v") for i in range(400)])
+    assert stats.ends is None
+    # Under the judging threshold they are kept.
+    _, stats = stage([line(f"p{i}", T0, k="v") for i in range(100)])
+    assert stats.ends is not None
+    # Parts merged are judged on the whole.
+    new_visitors = [line(f"p{i}", T0, k="v") for i in range(150)]
+    assert merged(new_visitors, [(0, 75), (75, 150)]).ends is None
