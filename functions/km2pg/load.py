@@ -228,6 +228,7 @@ def _apply(
                     timings,
                     suppress=suppressing,
                     keep_settings=person_properties,
+                    ends_staged=stats.ends is not None,
                 )
                 counts = _counts(stats, added, rejects_gone)
                 fileid = store.record(con, entry, "loaded", counts)

@@ -5,7 +5,8 @@ parsed and COPYed the database is mostly idle. So this process only reads lines 
 into batches (parsing them itself only until a worker has started); each batch goes to whichever
 worker is free, and each worker's COPY text goes to the database as soon as it is ready. Staging
 rows carry their line numbers, so the order batches arrive in does not matter. Memory stays
-bounded: one batch per worker, plus one in hand.
+bounded: one batch per worker, plus one in hand. Each batch's counts come back with its pairs'
+ends (see StageStats.ends), merged here; their rows follow the last batch's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Final
 
 from km2pg.errors import WorkerFailed
-from km2pg.staging import StageStats, copy_export
+from km2pg.staging import StageStats, copy_export, ends_chunks
 
 BATCH_LINES: Final = 20_000
 """Lines per batch: a few MB of text, enough to make a message's cost vanish."""
@@ -126,12 +127,13 @@ def copy_export_parallel(
                 free[0].send(first, lines)
                 continue
             part = StageStats()  # no worker has started yet
-            yield from copy_export(enumerate(lines, first), latest, part)
+            yield from copy_export(enumerate(lines, first), latest, part, with_ends=False)
             stats.add(part)
             if on_progress is not None:
                 on_progress(len(lines))
         while any(w.busy for w in pool):
             yield from _finished(pool, stats, on_progress)
+        yield from ends_chunks(stats.ends)
     finally:
         for worker in pool:
             worker.stop()
@@ -183,7 +185,8 @@ def _work(pipe: Pipe, latest: int) -> None:
         first, lines = _unpack(message)
         part = StageStats()
         try:
-            text = "".join(copy_export(enumerate(lines, first), latest, part)).encode()
+            parse = copy_export(enumerate(lines, first), latest, part, with_ends=False)
+            text = "".join(parse).encode()
         except Exception as error:  # reported to the loader, which stops
             pipe.send_bytes(b"")
             pipe.send(f"{type(error).__name__}: {error}")

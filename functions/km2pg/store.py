@@ -77,6 +77,8 @@ CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_aliases PARTITION OF km2pg_stage
     FOR VALUES IN ('a', 'r');
 CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_properties PARTITION OF km2pg_stage
     FOR VALUES IN ('k');
+CREATE TEMP TABLE IF NOT EXISTS km2pg_stage_ends PARTITION OF km2pg_stage
+    FOR VALUES IN ('n');
 TRUNCATE {STAGE};
 """
 
@@ -92,7 +94,7 @@ def stage(con: Connection, chunks: Iterable[str | bytes]) -> None:
     con.run(f"COPY {STAGE} ({STAGE_COLUMNS}) FROM STDIN", stream=chunks)
     # The partitions, not the parent: queries read them pruned, and the parent's ANALYZE would
     # sample every row twice over.
-    con.run(f"ANALYZE {STAGE}_lines, {STAGE}_aliases, {STAGE}_properties")
+    con.run(f"ANALYZE {STAGE}_lines, {STAGE}_aliases, {STAGE}_properties, {STAGE}_ends")
 
 
 def clear_stage(con: Connection) -> None:
@@ -327,7 +329,7 @@ def _lock_writes_on_citus(con: Connection) -> None:
 
 # Staging rows (rec): e event (name = action), p property set, a alias (p2), k property
 # (name = key, value; its line's e or p row holds p, t and the action), r reject (name = reason,
-# value = raw line).
+# value = raw line), n an identity and key's first and latest setting (see _ENDS_STAGED).
 _NAMES_STAGED: Final = f"""
 CREATE TEMP TABLE s_names ON COMMIT DROP AS
     SELECT p AS name FROM {STAGE} WHERE rec IN ('e', 'p', 'a')
@@ -606,6 +608,22 @@ _EVENT_PROPERTIES_KEPT: Final = (
     _keeping_settings(_EVENT_PROPERTIES, copy=False),
     _keeping_settings(_EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT, copy=True),
 )
+# The parser usually knows the ends already (staging.StageStats.ends), as the fast insert writes
+# them, since it writes every staged row that wins its event: it staged one row per identity and
+# key, the latest setting (line, key, value; the line's identity and second in s_ev) with the
+# first one's second (t), line (first) and value (p2), null when it is the latest. Then the fast
+# insert is the plain one and s_ends is made from those rows (a real hourly file: some 5,000 of
+# them, against 120,000 written settings to sort). Forgotten identities' rows drop out in the
+# join: their lines are not in s_ev.
+_ENDS_STAGED: Final = f"""
+INSERT INTO s_ends (userid, keyid, last_key, last_value, first_key, first_value)
+SELECT e.userid, k.keyid, {_PLACE}, s.value,
+       coalesce(((s.t - 946684800) << 31) | s.first, {_PLACE}), coalesce(s.p2, s.value)
+  FROM {STAGE} s
+  JOIN s_ev e USING (lineno)
+  JOIN km2pg.keys k ON k.name = s.name
+ WHERE s.rec = 'n'
+"""
 # Without the upkeep's copy (LoadOptions.person_properties off: the benchmark's switch).
 _EVENT_PROPERTIES_ONLY: Final = (_EVENT_PROPERTIES, _EVENT_PROPERTIES + _EVENT_PROPERTIES_CONFLICT)
 
@@ -641,13 +659,15 @@ def insert_facts(
     *,
     suppress: bool = False,
     keep_settings: bool = True,
+    ends_staged: bool = False,
 ) -> Added:
     """Dictionaries, then events, actions and properties, from the staging table.
 
     Returns the rows this load added (a reload adds none). With ``suppress``, the lines of
     forgotten identities are dropped first and counted. ``timings`` collects each step's seconds.
     ``keep_settings`` False (a benchmark's switch) leaves out the copy of the written properties
-    that person_properties' upkeep folds in.
+    that person_properties' upkeep folds in. ``ends_staged``: the parser staged each identity and
+    key's first and latest setting (rec n), which the fast path then takes as they are.
     """
     clock = _Clock(timings)
     con.run(_NAMES_STAGED)
@@ -676,7 +696,12 @@ def insert_facts(
         con.run(_SETTINGS_ENDS_STAGED)
         con.run(_PROPS_STAGED)
     fast, safe = _EVENT_PROPERTIES_KEPT if keep_settings else _EVENT_PROPERTIES_ONLY
+    ends_known = keep_settings and ends_staged
+    if ends_known:
+        fast = _EVENT_PROPERTIES
     properties, met_stored = _insert(con, fast, safe, safe_only=clash, revision=revision)
+    if ends_known and not met_stored:
+        con.run(_ENDS_STAGED)
     clock.lap("event_properties")
     aliases = count_written(con, _ALIASES)
     clock.lap("aliases")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from km2pg import parse_worker
+from km2pg import parse_worker, staging
 from km2pg.cli.synth import generate_export
 from km2pg.errors import WorkerFailed
 from km2pg.export import iter_raw_lines
@@ -40,6 +40,7 @@ def test_worker_processes_stage_the_same_rows_and_counts_as_one_process(
     messy_file, monkeypatch
 ) -> None:
     monkeypatch.setattr(parse_worker, "BATCH_LINES", 2_000)
+    monkeypatch.setattr(staging, "ENDS_PER_SETTING", 1.0)  # the ends kept whatever their share
     with messy_file.open("rb") as stream:
         lines = list(iter_raw_lines(stream))
     # Long enough for the workers to start and take most of it, numbered as one file.
@@ -51,6 +52,9 @@ def test_worker_processes_stage_the_same_rows_and_counts_as_one_process(
     assert any(isinstance(chunk, bytes) for chunk in shared), "no worker took part"
     assert rows(shared) == rows(alone)
     assert vars(two) == vars(one)
+    # Each pair's first and latest setting too, merged from the batches: rows (n) after the lines.
+    assert one.ends
+    assert sum(row.startswith("n\t") for row in rows(shared).elements()) == len(one.ends)
     # The file is messy enough to mean something.
     assert one.rejects > 0
     assert one.aliases > 0

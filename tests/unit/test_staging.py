@@ -32,8 +32,9 @@ def line(**fields: Any) -> str:
 
 
 def stage(lines: list[str], on_progress: Any = None) -> tuple[list[str], StageStats]:
+    """The lines' rows, without the ends rows that follow them (tests/unit/test_staging_ends.py)."""
     stats = StageStats()
-    chunks = list(copy_export(numbered(lines), LATEST, stats, on_progress))
+    chunks = list(copy_export(numbered(lines), LATEST, stats, on_progress, with_ends=False))
     return chunks, stats
 
 
