@@ -112,6 +112,8 @@ TABLES: Final = (
 UPKEEP_TABLES: Final = ("person_property_state",)
 """What person_properties' upkeep writes: its floor is measured beside the others for the
 upkeep's step, but is not part of the case's floors (the issue's floor: the load's facts)."""
+COPIED_TABLES: Final = TABLES + UPKEEP_TABLES
+"""Every table whose final rows are copied out and COPYed back for a floor."""
 
 
 STEP_FLOORS: Final = {
@@ -202,7 +204,7 @@ def export_final_rows(settings: ConnectionSettings, folder: Path) -> dict[str, i
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     with db.connection(settings) as con:
-        for table in TABLES + UPKEEP_TABLES:
+        for table in COPIED_TABLES:
             with (folder / f"{table}.copy").open("wb") as out:
                 con.run(f"COPY (SELECT * FROM km2pg.{table}) TO STDOUT", stream=out)
             counts[table] = int(con.row_count or 0)
@@ -216,13 +218,13 @@ def measure_floor(
     with db.connection(settings) as con:
         con.run(f"DROP SCHEMA IF EXISTS {FLOOR_SCHEMA} CASCADE")
         con.run(f"CREATE SCHEMA {FLOOR_SCHEMA}")
-        for table in TABLES + UPKEEP_TABLES:
+        for table in COPIED_TABLES:
             target = f"{FLOOR_SCHEMA}.{table}"
             con.run("CREATE TABLE " + FLOOR_TABLES[kind].format(target=target, table=table))
     checkpoint(settings)
     results = []
     with db.connection(settings) as con:
-        for table in TABLES + UPKEEP_TABLES:
+        for table in COPIED_TABLES:
             path = folder / f"{table}.copy"
             started = time.perf_counter()
             con.run(f"COPY {FLOOR_SCHEMA}.{table} FROM STDIN", stream=_chunks(path))

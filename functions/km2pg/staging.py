@@ -292,6 +292,7 @@ def copy_export(  # noqa: PLR0912, PLR0915 - the hot loop, kept flat for speed
                 suffix = "\t\\N\n"
                 row += "".join([f"{prefix}{key}\t{value}{suffix}" for key, value in items])
                 if ends is not None:
+                    # _merge_ends' rule, inlined (the hot loop), where lines come in order.
                     place = (t << LINE_BITS) | lineno
                     for key, value in items:
                         pair = (person, key)
