@@ -926,10 +926,11 @@ ANALYZE s_persons;
 # each identity's settings (s_ends) taken to the ends of each person's.
 # Persons this load created (personid a userid it inserted: s_new_users) have no stored rows: no
 # other loader can see them before this one commits, so only this load's merge can have given
-# them rows (checked). Those of one identity in the file, most of a file's rows in a steady stream
-# of new visitors, go straight from s_ends into a plain INSERT (no speculative insertion, no probe
-# before it, no row lock anyone can wait for, no copy of the rows in between); the rest with the
-# upsert, in the primary key's order.
+# them rows (checked). Their rows, most of a file's in a steady stream of new visitors, go into a
+# plain INSERT (no speculative insertion, no probe before it, no row lock anyone can wait for):
+# a person of one identity in the file straight from s_ends, one of several (a visitor who signed
+# up in this file: two new identities joined by an alias) from its identities' joined ends. The
+# rest go with the upsert, in the primary key's order.
 # A person row from its ends (columns: personid, keyid, last_key, last_value, first_key,
 # first_value, first_userid): a place holds the second above 31 bits of the line number.
 _STATE_ROW: Final = """
@@ -951,6 +952,18 @@ fresh AS MATERIALIZED (
     SELECT s.personid FROM km2pg.person_property_state s
      WHERE s.personid = ANY (ARRAY(SELECT userid FROM s_new_users))
 ),
+-- The ends of a person of several identities: the greatest latest and the least first of theirs.
+joined AS MATERIALIZED (
+    SELECT DISTINCT ON (x.personid, e.keyid)
+           x.personid, e.keyid, last_value(e.last_key) OVER w AS last_key,
+           last_value(e.last_value) OVER w AS last_value, e.first_key, e.first_value,
+           e.userid AS first_userid
+      FROM s_ends e JOIN s_persons x USING (userid)
+     WHERE x.personid IN (SELECT personid FROM several)
+    WINDOW w AS (PARTITION BY x.personid, e.keyid ORDER BY e.last_key
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+     ORDER BY x.personid, e.keyid, e.first_key
+),
 inserted AS (
     INSERT INTO km2pg.person_property_state {_STATE_COLUMNS}
     SELECT {_STATE_ROW}
@@ -958,10 +971,11 @@ inserted AS (
                    e.userid AS first_userid
               FROM s_ends e JOIN s_persons x USING (userid)
              WHERE x.personid IN (SELECT personid FROM fresh)
-               AND x.personid NOT IN (SELECT personid FROM several)) AS c
+               AND x.personid NOT IN (SELECT personid FROM several)
+            UNION ALL
+            SELECT * FROM joined WHERE personid IN (SELECT personid FROM fresh)) AS c
 ),
--- Every other person's ends: its one identity's, or for several identities the greatest
--- latest and the least first of theirs.
+-- Every other person's ends: its one identity's, or its identities' joined.
 ends AS (
     SELECT x.personid, e.keyid, e.last_key, e.last_value, e.first_key, e.first_value,
            e.userid AS first_userid
@@ -969,14 +983,7 @@ ends AS (
      WHERE x.personid NOT IN (SELECT personid FROM fresh)
        AND x.personid NOT IN (SELECT personid FROM several)
     UNION ALL
-    (SELECT DISTINCT ON (x.personid, e.keyid)
-            x.personid, e.keyid, last_value(e.last_key) OVER w, last_value(e.last_value) OVER w,
-            e.first_key, e.first_value, e.userid
-       FROM s_ends e JOIN s_persons x USING (userid)
-      WHERE x.personid IN (SELECT personid FROM several)
-     WINDOW w AS (PARTITION BY x.personid, e.keyid ORDER BY e.last_key
-                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-      ORDER BY x.personid, e.keyid, e.first_key)
+    SELECT * FROM joined WHERE personid NOT IN (SELECT personid FROM fresh)
 ),
 folded {_STATE_COLUMNS} AS (
     SELECT {_STATE_ROW} FROM ends

@@ -60,3 +60,16 @@ def assert_where_the_time_goes(lines: list[str]) -> None:
         # the last six: seconds, floor and extra on each of the two servers
         figures = rows[step][-6:]
         assert all(float(figure) >= 0 for figure in figures[:2] + figures[3:5]), rows[step]
+    assert_writes_alone(where)
+
+
+def assert_writes_alone(lines: list[str]) -> None:
+    """On both servers, the least a staged load writes: its parts add up to the sum printed."""
+    found = [line for line in lines if "the writes alone (COPY: " in line]
+    assert [line.split()[0] for line in found] == ["embedded:", "default:"]
+    for line in found:
+        parts = line.split("(COPY: ")[1].split(")")[0].split(" + ")
+        named = {part.split()[0]: float(part.split()[1]) for part in parts}
+        assert set(named) == {"staging", "facts", "upkeep"}, line
+        total = float(line.split(")")[1].split()[0])
+        assert abs(total - sum(named.values())) < 0.015, line
