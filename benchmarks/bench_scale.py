@@ -435,19 +435,6 @@ class Sample:
     rss_mb: float
 
 
-class FakeContext:
-    """The little of a Lambda context that Powertools reads."""
-
-    function_name = "km2pg-loader"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:km2pg-loader"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 300_000
-
-
 @contextlib.contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the block, then put back what was there."""
@@ -562,6 +549,8 @@ def connections(monitor: Connection) -> int:
 
 def invoke_all(settings: ConnectionSettings, bodies: list[str], batch: int) -> list[Sample]:
     """Every message through the handler, ``batch`` per invocation, sampling after each."""
+    from tests.lambda_context import FakeContext  # the root is on the path: see common.py
+
     from km2pg.handlers import loader, runtime
     from km2pg.handlers.observability import logger
 

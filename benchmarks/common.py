@@ -24,6 +24,12 @@ from km2pg import db
 from km2pg.cli import local
 from km2pg.dsn import ConnectionSettings
 
+ROOT: Final = Path(__file__).resolve().parents[1]
+# The benchmarks run as scripts from this folder; the repository root on the path lets them use
+# the tests' fakes (tests/lambda_context.py) rather than a copy of their own.
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
 RSS_POLL_SECONDS: Final = 0.02
 MB: Final = 1024 * 1024
 

@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from km2pg.dsn import ConnectionSettings
 from km2pg.handlers import runtime
+from tests.lambda_context import FakeContext
 
 BUCKET = "kissmetrics-export"
 
@@ -67,17 +68,6 @@ def aws(monkeypatch: pytest.MonkeyPatch, database: ConnectionSettings) -> Iterat
         runtime.reset()
         yield Aws(s3, sqs, secrets, queue_url, arn)
         runtime.reset()
-
-
-class FakeContext:
-    function_name = "km2pg-loader"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:km2pg-loader"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 300_000
 
 
 @pytest.fixture

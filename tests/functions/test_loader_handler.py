@@ -17,8 +17,9 @@ from km2pg import db, lookahead
 from km2pg.errors import DatabaseUnavailable
 from km2pg.handlers import loader, runtime
 from km2pg.sources import ExportFile
-from tests.functions.conftest import BUCKET, FakeContext, secret_for
+from tests.functions.conftest import BUCKET, secret_for
 from tests.helpers import canonical_dump
+from tests.lambda_context import FakeContext
 
 NOW = int(time.time())
 
