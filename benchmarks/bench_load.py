@@ -411,40 +411,53 @@ class SampleShape:
         return sorted(seconds)[len(seconds) // 2]
 
 
+SYNTHETIC_SERIAL_MARK: Final = "(Lambda)"
+"""In the name of the synthetic hourly files' one-process case (the loader function's path)."""
 SAMPLE_SHAPE_CASE: Final = "real-sample-shape files, one process"
 """The real-sample-shape files as the loader function loads them: a row of the table too."""
 
 
 def measure_sample_shape(
-    label: str, server: local.EmbeddedServer, paths: list[Path], work: Path
-) -> tuple[SampleShape, Case]:
+    label: str,
+    server: local.EmbeddedServer,
+    paths: list[Path],
+    staged: list[Path],
+    work: Path,
+) -> tuple[SampleShape, Case, dict[str, float]]:
     """The real-sample-shape files by one process, with and without the upkeep, alternately,
     each time into a new database (the without run first, so neither always goes first).
     Also the table's row for them: the median run with the upkeep against the floors of its
-    final rows (measured after the last such run)."""
+    final rows (measured after the last such run; ``staged``: the files' staging text, for the
+    stage step's floor), and that run's per-step timings."""
     runs: dict[bool, list[ChildRun]] = {True: [], False: []}
+    timings: list[dict[str, float]] = []
+    steps = work / "sample-steps.json"
     floors: tuple[dict[str, float], dict[str, float]] = ({}, {})
     for round_ in range(SAMPLE_SHAPE_RUNS):
         for upkeep in (False, True):
             settings = local.ensure_database(server, DATABASE)
             checkpoint(settings)
-            run = run_serial(paths, server.dsn(DATABASE), work / "sample-steps.json", upkeep=upkeep)
+            run = run_serial(paths, server.dsn(DATABASE), steps, upkeep=upkeep)
             if run.exit_code:
                 raise SystemExit(f"{label} real-sample shape: the load exited {run.exit_code}")
             runs[upkeep].append(run)
+            if upkeep:
+                timings.append(json.loads(steps.read_text()))
             if upkeep and round_ == SAMPLE_SHAPE_RUNS - 1:
                 floors = floor_seconds(settings, work / "floor")
+                floors[1]["staging"] = stage_floor(settings, staged)
             drop_database(server, DATABASE)
     seconds = {upkeep: [run.seconds for run in found] for upkeep, found in runs.items()}
     shape = SampleShape(len_lines(paths), seconds[True], seconds[False])
-    median = sorted(runs[True], key=lambda run: run.seconds)[len(runs[True]) // 2]
+    middle = sorted(range(len(runs[True])), key=lambda i: runs[True][i].seconds)[len(timings) // 2]
+    median = runs[True][middle]
     case = Case(label, f"{len(paths)} {SAMPLE_SHAPE_CASE}", shape.lines, median, *floors)
     print(
         f"  {label:<9} {len(paths)} real-sample-shape files, one process, with/without upkeep"
         f" (median of {SAMPLE_SHAPE_RUNS}): {shape.median(shape.with_upkeep):.2f} s /"
         f" {shape.median(shape.without):.2f} s"
     )
-    return shape, case
+    return shape, case, timings[middle]
 
 
 def len_lines(paths: list[Path]) -> int:
@@ -461,6 +474,7 @@ def report(
     steps: dict[str, dict[str, float]],
     skips: dict[str, float],
     shapes: dict[str, SampleShape] | None = None,
+    sample_steps: dict[str, dict[str, float]] | None = None,
 ) -> None:
     print()
     header = (
@@ -493,7 +507,10 @@ def report(
         " the server applied the one before, then COPYed from that spool)"
     )
     print()
-    where_the_time_goes(cases, steps)
+    where_the_time_goes(cases, steps, SYNTHETIC_SERIAL_MARK, "the one-process case")
+    if sample_steps:
+        print()
+        where_the_time_goes(cases, sample_steps, SAMPLE_SHAPE_CASE, "the real-sample-shape files")
 
 
 def upkeep_report(
@@ -504,7 +521,7 @@ def upkeep_report(
     Then the same on the real-sample-shape files, where measured."""
     print("person_properties' upkeep (one process, the 10 files; budget: at most +10% time)")
     for server, timings in steps.items():
-        serial = [c for c in cases if c.server == server and "(Lambda)" in c.name]
+        serial = [c for c in cases if c.server == server and SYNTHETIC_SERIAL_MARK in c.name]
         bare = [c for c in cases if c.server == server and NO_UPKEEP_CASE in c.name]
         if not (serial and bare):
             continue
@@ -529,12 +546,15 @@ def upkeep_report(
         )
 
 
-def where_the_time_goes(cases: list[Case], steps: dict[str, dict[str, float]]) -> None:
-    """The one-process case's steps beside their floors (:data:`STEP_FLOORS`, measured right
-    after it on the same server) and the difference: the load's own extra work. The sums read:
-    steps total = floors + extra, and the case's wall time = steps total + the time outside any
-    step (starting the process, connecting, the schema check, partitions, the ledger rows)."""
-    serial = {c.server: c for c in cases if "(Lambda)" in c.name}
+def where_the_time_goes(
+    cases: list[Case], steps: dict[str, dict[str, float]], mark: str, title: str
+) -> None:
+    """A one-process case's steps (the case whose name holds ``mark``) beside their floors
+    (:data:`STEP_FLOORS`, measured right after it on the same server) and the difference: the
+    load's own extra work. The sums read: steps total = floors + extra, and the case's wall time
+    = steps total + the time outside any step (starting the process, connecting, the schema
+    check, partitions, the ledger rows)."""
+    serial = {c.server: c for c in cases if mark in c.name}
     servers = [server for server in steps if server in serial]
     names = list(dict.fromkeys(step for server in servers for step in steps[server]))
 
@@ -545,7 +565,7 @@ def where_the_time_goes(cases: list[Case], steps: dict[str, dict[str, float]]) -
         )
         print(f"  {label:<17} {what:<22}{cells}")
 
-    print("where the time goes: the one-process case's steps against their floors (seconds)")
+    print(f"where the time goes ({title}): each step against its floor (seconds)")
     print(
         f"  {'step':<17} {'floor: COPY into':<22}"
         + "".join(f" {server + ' s':>12} {'floor':>6} {'extra':>6}" for server in servers)
@@ -702,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         sample_paths = sample_shaped(args.sample, work / "sample", lines)
         staged = write_staging_text(exports["hourly"], work / "staged")
+        sample_staged = write_staging_text(sample_paths, work / "sample-staged")
         size = sum(p.stat().st_size for paths in exports.values() for p in paths) / MB
         print(
             f"generated {len(exports['one'])} + {len(exports['hourly'])} + "
@@ -712,11 +733,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps: dict[str, dict[str, float]] = {}
         skips: dict[str, float] = {}
         shapes: dict[str, SampleShape] = {}
+        sample_steps: dict[str, dict[str, float]] = {}
         for label, settings in SERVERS.items():
             with embedded_server(work / label, settings) as server:
                 found, timings, skip = measure_server(label, server, exports, staged, work)
                 if sample_paths:
-                    shapes[label], shaped = measure_sample_shape(label, server, sample_paths, work)
+                    shapes[label], shaped, sample_steps[label] = measure_sample_shape(
+                        label, server, sample_paths, sample_staged, work
+                    )
                     found.append(shaped)
                 if label == "embedded":
                     plain = local.ensure_database(server, DATABASE)
@@ -725,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases += found
             steps[label] = timings
             skips[label] = skip.seconds
-        report(cases, steps, skips, shapes)
+        report(cases, steps, skips, shapes, sample_steps)
         print()
         print(SETTINGS_NOTE)
     return 0
