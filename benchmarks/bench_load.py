@@ -370,7 +370,7 @@ def measure_server(
     drop_database(server, DATABASE)
 
     measure(
-        f"{len(hourly)} files, one process, no workers (Lambda)",
+        f"{len(hourly)} files, one process, no workers {SYNTHETIC_SERIAL_MARK}",
         DATABASE,
         total["hourly"],
         lambda dsn: run_serial(hourly, dsn, steps),
@@ -449,7 +449,7 @@ def measure_sample_shape(
             drop_database(server, DATABASE)
     seconds = {upkeep: [run.seconds for run in found] for upkeep, found in runs.items()}
     shape = SampleShape(len_lines(paths), seconds[True], seconds[False])
-    middle = sorted(range(len(runs[True])), key=lambda i: runs[True][i].seconds)[len(timings) // 2]
+    middle = sorted(range(len(timings)), key=lambda i: runs[True][i].seconds)[len(timings) // 2]
     median = runs[True][middle]
     case = Case(label, f"{len(paths)} {SAMPLE_SHAPE_CASE}", shape.lines, median, *floors)
     print(
