@@ -26,7 +26,10 @@ with km2pg's keys: the floors its time is compared with (same run, same server).
 with the per-step time of the one-process case and the time of loading a file again (skipped).
 Then "where the time goes": each step of the one-process case beside its floor, the keyed COPY
 of the final rows of the table(s) it writes, and for the stage step the server's COPY of the same
-staging text into the load's own staging table (see :func:`where_the_time_goes`).
+staging text into the load's own staging table (see :func:`where_the_time_goes`), the writes
+alone (:func:`design_floor`) and, from one more load of the same files with each fact statement's
+SELECT timed alone first, what making and writing the rows takes beyond them
+(:func:`design_statements`).
 
 With $KM2PG_BENCH_CITUS_DSN set, the 1-file export is loaded into that Citus cluster too, and the
 founding query is timed there and on the embedded PostgreSQL (see :func:`citus_row`).
@@ -43,7 +46,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+from unittest import mock
 
 from common import (
     MB,
@@ -56,8 +60,9 @@ from common import (
     run_load,
     work_folder,
 )
-from km2pg import db
+from km2pg import db, store
 from km2pg.cli import local, synth
+from km2pg.db import Connection
 from km2pg.dsn import ConnectionSettings, parse_dsn
 from km2pg.export import FUTURE_SLACK_SECONDS, iter_raw_lines
 from km2pg.load import LoadOptions, Lookahead, load_file, prepare_connection
@@ -306,7 +311,16 @@ def run_serial(paths: list[Path], dsn: str, steps: Path, *, upkeep: bool = True)
 def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
     """The child of :func:`run_serial`: writes the summed per-step timings as JSON."""
     upkeep = paths[:1] != [UPKEEP_OFF]
-    paths = paths if upkeep else paths[1:]
+    timings = load_serially(dsn, paths if upkeep else paths[1:], upkeep=upkeep)
+    if timings is None:
+        return 1
+    Path(steps).write_text(json.dumps(timings))
+    return 0
+
+
+def load_serially(dsn: str, paths: list[str], *, upkeep: bool = True) -> dict[str, float] | None:
+    """Load ``paths`` one after another as the loader function does (one process, the next file
+    parsed ahead); the summed per-step timings, or None (said why) when a file did not load."""
     options = LoadOptions(parse_in_workers=False, person_properties=upkeep)
     timings: dict[str, float] = {}
     files = [local_file(Path(path)) for path in paths]
@@ -316,10 +330,86 @@ def serial_child(steps: str, dsn: str, paths: list[str]) -> int:
             result = load_file(con, file, options, lookahead=lookahead, next_file=following)
             if result.status != "loaded":
                 print(f"{path}: {result.status} {result.error}", file=sys.stderr)
-                return 1
+                return None
             for step, seconds in result.timings.items():
                 timings[step] = timings.get(step, 0.0) + seconds
-    Path(steps).write_text(json.dumps(timings))
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Making the rows against writing them: the fact statements' SELECTs timed alone
+
+MAKING_CHILD: Final = "--making-child"
+ENDS_KEPT: Final = " with the ends"
+"""Marks the event properties statement that also keeps each pair's ends from its written rows
+(when the parser did not stage them): its INSERT's extra then includes that work."""
+FACT_ROWS: Final = {
+    store._EVENTS: ("events", store._EVENT_ROWS),
+    store._EVENT_ACTIONS: ("event_actions", store._EVENT_ACTION_ROWS),
+    store._EVENT_PROPERTIES: ("event_properties", store._EVENT_PROPERTY_ROWS),
+    store._EVENT_PROPERTIES_KEPT[0]: (
+        "event_properties" + ENDS_KEPT,
+        store._EVENT_PROPERTY_ROWS,
+    ),
+}
+"""Each fact statement's fast form (the one a load of new rows runs), with the table it writes
+and the SELECT that makes its rows."""
+
+
+@dataclass(frozen=True)
+class Making:
+    """One more load of a case's files (:func:`making_child`): per fact statement, its SELECT
+    alone and the statement as the load runs it; and the load's per-step timings."""
+
+    selects: dict[str, float]
+    statements: dict[str, float]
+    steps: dict[str, float]
+
+
+def measure_making(server: local.EmbeddedServer, paths: list[Path], work: Path) -> Making:
+    """Load ``paths`` once more into a new database, in a child process, with each fact
+    statement's SELECT timed alone first (not a case of the table: the counts add their time)."""
+    settings = local.ensure_database(server, DATABASE)
+    checkpoint(settings)
+    out = work / "making.json"
+    child = [sys.executable, str(Path(__file__).resolve()), MAKING_CHILD, str(out)]
+    run = run_child([*child, server.dsn(DATABASE), *map(str, paths)])
+    drop_database(server, DATABASE)
+    if run.exit_code:
+        raise SystemExit(f"the load that times the fact statements' SELECTs exited {run.exit_code}")
+    found = json.loads(out.read_text())
+    return Making(found["selects"], found["statements"], found["steps"])
+
+
+def making_child(out: str, dsn: str, paths: list[str]) -> int:
+    """The child of :func:`measure_making`: the files loaded as :func:`serial_child` loads them,
+    each fact statement's SELECT first run alone (a count over it, in the same transaction, on
+    the same staged rows), then the statement; both timed, written to ``out`` (JSON) with the
+    steps."""
+    selects: dict[str, float] = {}
+    statements: dict[str, float] = {}
+    insert = store._insert
+
+    def timed(
+        con: Connection, fast: str, safe: str, *, safe_only: bool = False, **params: Any
+    ) -> tuple[int, bool]:
+        if fast not in FACT_ROWS or safe_only:
+            return insert(con, fast, safe, safe_only=safe_only, **params)
+        name, rows = FACT_ROWS[fast]
+        started = time.perf_counter()
+        used = {key: value for key, value in params.items() if f":{key}" in rows}
+        db.scalar(con, f"SELECT count(*) FROM ({rows}) AS made", **used)
+        made = time.perf_counter()
+        result = insert(con, fast, safe, safe_only=safe_only, **params)
+        selects[name] = selects.get(name, 0.0) + made - started
+        statements[name] = statements.get(name, 0.0) + time.perf_counter() - made
+        return result
+
+    with mock.patch.object(store, "_insert", timed):
+        steps = load_serially(dsn, paths)
+    if steps is None:
+        return 1
+    Path(out).write_text(json.dumps({"selects": selects, "statements": statements, "steps": steps}))
     return 0
 
 
@@ -329,9 +419,10 @@ def measure_server(
     exports: dict[str, list[Path]],
     staged: list[Path],
     work: Path,
-) -> tuple[list[Case], dict[str, float], ChildRun]:
-    """Every case on one server: the cases, the serial case's step timings, the skip run.
-    ``staged``: the hourly files' staging text, for the serial case's stage floor."""
+) -> tuple[list[Case], dict[str, float], ChildRun, Making]:
+    """Every case on one server: the cases, the serial case's step timings, the skip run, and its
+    files loaded once more with the fact statements' SELECTs timed alone. ``staged``: the hourly
+    files' staging text, for the serial case's stage floor."""
     warm_up(server, exports["one"][0])
     with db.connection(server.settings("postgres")) as con:
         shown = {name: db.scalar(con, f"SHOW {name}") for name in SHOWN_SETTINGS}
@@ -377,6 +468,7 @@ def measure_server(
         staged,
     )
     timings: dict[str, float] = json.loads(steps.read_text())
+    making = measure_making(server, hourly, work)
     measure(
         f"{len(hourly)} {NO_UPKEEP_CASE}",
         DATABASE,
@@ -395,7 +487,7 @@ def measure_server(
         total["backfill"],
         lambda dsn: run_load(backfill[0].parent, dsn, jobs=BACKFILL_JOBS),
     )
-    return cases, timings, skip
+    return cases, timings, skip, making
 
 
 @dataclass(frozen=True)
@@ -423,12 +515,13 @@ def measure_sample_shape(
     paths: list[Path],
     staged: list[Path],
     work: Path,
-) -> tuple[SampleShape, Case, dict[str, float]]:
+) -> tuple[SampleShape, Case, dict[str, float], Making]:
     """The real-sample-shape files by one process, with and without the upkeep, alternately,
     each time into a new database (the without run first, so neither always goes first).
     Also the table's row for them: the median run with the upkeep against the floors of its
     final rows (measured after the last such run; ``staged``: the files' staging text, for the
-    stage step's floor), and that run's per-step timings."""
+    stage step's floor), and that run's per-step timings; then the files loaded once more
+    with the fact statements' SELECTs timed alone."""
     runs: dict[bool, list[ChildRun]] = {True: [], False: []}
     timings: list[dict[str, float]] = []
     steps = work / "sample-steps.json"
@@ -457,7 +550,7 @@ def measure_sample_shape(
         f" (median of {SAMPLE_SHAPE_RUNS}): {shape.median(shape.with_upkeep):.2f} s /"
         f" {shape.median(shape.without):.2f} s"
     )
-    return shape, case, timings[middle]
+    return shape, case, timings[middle], measure_making(server, paths, work)
 
 
 def len_lines(paths: list[Path]) -> int:
@@ -475,7 +568,12 @@ def report(
     skips: dict[str, float],
     shapes: dict[str, SampleShape] | None = None,
     sample_steps: dict[str, dict[str, float]] | None = None,
+    making: dict[str, dict[str, Making]] | None = None,
 ) -> None:
+    """The table, the upkeep's cost, the per-step times and where the time goes. ``making``: per
+    case mark (:data:`SYNTHETIC_SERIAL_MARK`, :data:`SAMPLE_SHAPE_CASE`) and server, the load
+    that timed the fact statements' SELECTs alone."""
+    making = making or {}
     print()
     header = (
         f"{'server':<9} {'case':<44} {'lines':>10} {'s':>7} {'lines/s':>9} "
@@ -507,10 +605,22 @@ def report(
         " the server applied the one before, then COPYed from that spool)"
     )
     print()
-    where_the_time_goes(cases, steps, SYNTHETIC_SERIAL_MARK, "the one-process case")
+    where_the_time_goes(
+        cases,
+        steps,
+        SYNTHETIC_SERIAL_MARK,
+        "the one-process case",
+        making.get(SYNTHETIC_SERIAL_MARK, {}),
+    )
     if sample_steps:
         print()
-        where_the_time_goes(cases, sample_steps, SAMPLE_SHAPE_CASE, "the real-sample-shape files")
+        where_the_time_goes(
+            cases,
+            sample_steps,
+            SAMPLE_SHAPE_CASE,
+            "the real-sample-shape files",
+            making.get(SAMPLE_SHAPE_CASE, {}),
+        )
 
 
 def upkeep_report(
@@ -547,13 +657,18 @@ def upkeep_report(
 
 
 def where_the_time_goes(
-    cases: list[Case], steps: dict[str, dict[str, float]], mark: str, title: str
+    cases: list[Case],
+    steps: dict[str, dict[str, float]],
+    mark: str,
+    title: str,
+    making: dict[str, Making],
 ) -> None:
     """A one-process case's steps (the case whose name holds ``mark``) beside their floors
     (:data:`STEP_FLOORS`, measured right after it on the same server) and the difference: the
     load's own extra work. The sums read: steps total = floors + extra, and the case's wall time
     = steps total + the time outside any step (starting the process, connecting, the schema
-    check, partitions, the ledger rows)."""
+    check, partitions, the ledger rows). Then per server the writes alone and, where ``making``
+    has the server, the statements that make and write the rows."""
     serial = {c.server: c for c in cases if mark in c.name}
     servers = [server for server in steps if server in serial]
     names = list(dict.fromkeys(step for server in servers for step in steps[server]))
@@ -602,6 +717,8 @@ def where_the_time_goes(
         )
     for server in servers:
         design_floor(server, serial[server])
+        if server in making:
+            design_statements(server, serial[server], making[server])
     print(
         "  floor: the keyed COPY of the final rows of the table(s) the step writes; for stage,"
         " the server's COPY of the same staging text into the load's own staging table"
@@ -632,6 +749,38 @@ def design_floor(server: str, case: Case) -> None:
         f" 2x that floor ({2 * facts:.2f} s), leaves {2 * facts - least:.2f} s for everything"
         f" else, which takes {case.run.seconds - least:.2f} s now"
     )
+
+
+def design_statements(server: str, case: Case, making: Making) -> None:
+    """What a load that stages a file and writes it with set-based SQL runs to make and write its
+    rows, whatever else it does, from a load of its own (:func:`making_child`): the fact
+    statements' SELECTs alone, their INSERTs beyond a keyed COPY of the same rows (the floors
+    measured after ``case``), and resolving names to ids (the users and dictionaries steps);
+    against what the target leaves beside the writes alone (:func:`design_floor`)."""
+    facts = case.floors["keyed"]
+    writes = (
+        case.keyed.get("staging", 0.0)
+        + facts
+        + sum(case.keyed.get(table, 0.0) for table in UPKEEP_TABLES)
+    )
+    made = making.selects
+    beyond = {
+        name: seconds - made[name] - case.keyed[name.removesuffix(ENDS_KEPT)]
+        for name, seconds in making.statements.items()
+    }
+    resolving = making.steps.get("users", 0.0) + making.steps.get("dictionaries", 0.0)
+    total = sum(made.values()) + sum(beyond.values()) + resolving
+    print(
+        f"  {server}: making and writing the rows (a load of their own): making them"
+        f" ({_parts(made)}) {sum(made.values()):.2f} s + their INSERTs beyond COPY"
+        f" ({_parts(beyond)}) {sum(beyond.values()):.2f} s + resolving names to ids (users +"
+        f" dictionaries) {resolving:.2f} s = {total:.2f} s, against the"
+        f" {2 * facts - writes:.2f} s the target leaves"
+    )
+
+
+def _parts(seconds: dict[str, float]) -> str:
+    return " + ".join(f"{name} {value:.2f}" for name, value in seconds.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -704,6 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--serial-child"]:
         return serial_child(arguments[1], arguments[2], arguments[3:])
+    if arguments[:1] == [MAKING_CHILD]:
+        return making_child(arguments[1], arguments[2], arguments[3:])
     args = parse_args(arguments)
     lines: int = args.lines
     with work_folder("km2pg-bench-", keep=args.keep) as work:
@@ -734,13 +885,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         skips: dict[str, float] = {}
         shapes: dict[str, SampleShape] = {}
         sample_steps: dict[str, dict[str, float]] = {}
+        making: dict[str, dict[str, Making]] = {SYNTHETIC_SERIAL_MARK: {}, SAMPLE_SHAPE_CASE: {}}
         for label, settings in SERVERS.items():
             with embedded_server(work / label, settings) as server:
-                found, timings, skip = measure_server(label, server, exports, staged, work)
+                found, timings, skip, made = measure_server(label, server, exports, staged, work)
+                making[SYNTHETIC_SERIAL_MARK][label] = made
                 if sample_paths:
-                    shapes[label], shaped, sample_steps[label] = measure_sample_shape(
+                    shapes[label], shaped, sample_steps[label], made = measure_sample_shape(
                         label, server, sample_paths, sample_staged, work
                     )
+                    making[SAMPLE_SHAPE_CASE][label] = made
                     found.append(shaped)
                 if label == "embedded":
                     plain = local.ensure_database(server, DATABASE)
@@ -749,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases += found
             steps[label] = timings
             skips[label] = skip.seconds
-        report(cases, steps, skips, shapes, sample_steps)
+        report(cases, steps, skips, shapes, sample_steps, making)
         print()
         print(SETTINGS_NOTE)
     return 0

@@ -535,9 +535,7 @@ _EVENT_ACTIONS_SAFE: Final = f"{_EVENT_ACTIONS} ON CONFLICT DO NOTHING"
 
 # Within the file the last line wins; across files the greatest (revision, lineno) wins, and value
 # and action break the (theoretical) remaining ties, so the outcome never depends on load order.
-_EVENT_PROPERTIES: Final = f"""
-INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
-SELECT DISTINCT ON (1, 2)
+_EVENT_PROPERTY_ROWS: Final = f"""SELECT DISTINCT ON (1, 2)
        e.eventid, k.keyid, s.value, e.actionid, CAST(:revision AS bigint), s.lineno
   FROM {STAGE} s
   JOIN s_ev e USING (lineno)
@@ -545,6 +543,9 @@ SELECT DISTINCT ON (1, 2)
  WHERE s.rec = 'k'
  ORDER BY 1, 2, s.lineno DESC
 """
+_EVENT_PROPERTIES: Final = f"""
+INSERT INTO km2pg.event_properties AS ep (eventid, keyid, value, actionid, revision, lineno)
+{_EVENT_PROPERTY_ROWS}"""
 _EVENT_PROPERTIES_CONFLICT: Final = """
     ON CONFLICT (eventid, keyid) DO UPDATE
    SET value = excluded.value, actionid = excluded.actionid,

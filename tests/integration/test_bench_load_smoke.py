@@ -71,6 +71,7 @@ def assert_where_the_time_goes(lines: list[str]) -> None:
             figures = rows[step][-6:]
             assert all(float(figure) >= 0 for figure in figures[:2] + figures[3:5]), rows[step]
         assert_writes_alone(block)
+        assert_making_and_writing(block)
 
 
 FLOORED_STEPS = (
@@ -95,3 +96,32 @@ def assert_writes_alone(lines: list[str]) -> None:
         assert set(named) == {"staging", "facts", "upkeep"}, line
         total = float(line.split(")")[1].split()[0])
         assert abs(total - sum(named.values())) < 0.015, line
+
+
+def assert_making_and_writing(lines: list[str]) -> None:
+    """On both servers, the statements that make and write the rows: the three fact tables'
+    SELECTs and INSERTs, and each group and the whole add up to the sums printed."""
+    found = [line for line in lines if "making and writing the rows" in line]
+    assert [line.split()[0] for line in found] == ["embedded:", "default:"]
+    for line in found:
+        rest = line.split("making them (")[1]
+        groups = []
+        for _ in range(2):
+            inside, rest = rest.split(")", 1)
+            parts = {
+                part.rsplit(" ", 1)[0]: float(part.rsplit(" ", 1)[1])
+                for part in inside.split(" + ")
+            }
+            assert {name.split()[0] for name in parts} == {
+                "events",
+                "event_actions",
+                "event_properties",
+            }, line
+            total = float(rest.split()[0])
+            assert abs(total - sum(parts.values())) < 0.025, line
+            groups.append(total)
+            rest = rest.split("(", 1)[1]
+        resolving = float(rest.split(")")[1].split()[0])
+        whole = float(rest.split("= ")[1].split()[0])
+        assert abs(whole - sum(groups) - resolving) < 0.025, line
+        assert "the target leaves" in line
