@@ -729,18 +729,23 @@ def where_the_time_goes(
             print(f"  {step}: {STEP_NOTES[step]}")
 
 
-def design_floor(server: str, case: Case) -> None:
+def writes_alone(case: Case) -> dict[str, float]:
     """What any load that stages a file and writes it set-based must write, as COPYs: the file's
     staging text into the staging table, the facts' final rows (the case's keyed floor) and the
-    upkeep's final rows; against the issue's target (at most 2x the keyed floor), what that
-    leaves for everything else (resolving names to ids, the checks against stored rows, the
-    sorts, the merges, the ledger), and what everything else takes now."""
-    facts = case.floors["keyed"]
-    writes = {
+    upkeep's final rows."""
+    return {
         "staging": case.keyed.get("staging", 0.0),
-        "facts": facts,
+        "facts": case.floors["keyed"],
         "upkeep": sum(case.keyed.get(table, 0.0) for table in UPKEEP_TABLES),
     }
+
+
+def design_floor(server: str, case: Case) -> None:
+    """The writes alone (:func:`writes_alone`); against the issue's target (at most 2x the keyed
+    floor), what they leave for everything else (resolving names to ids, the checks against
+    stored rows, the sorts, the merges, the ledger), and what everything else takes now."""
+    facts = case.floors["keyed"]
+    writes = writes_alone(case)
     least = sum(writes.values())
     print(
         f"  {server}: the writes alone (COPY: "
@@ -757,12 +762,7 @@ def design_statements(server: str, case: Case, making: Making) -> None:
     statements' SELECTs alone, their INSERTs beyond a keyed COPY of the same rows (the floors
     measured after ``case``), and resolving names to ids (the users and dictionaries steps);
     against what the target leaves beside the writes alone (:func:`design_floor`)."""
-    facts = case.floors["keyed"]
-    writes = (
-        case.keyed.get("staging", 0.0)
-        + facts
-        + sum(case.keyed.get(table, 0.0) for table in UPKEEP_TABLES)
-    )
+    left = 2 * case.floors["keyed"] - sum(writes_alone(case).values())
     made = making.selects
     beyond = {
         name: seconds - made[name] - case.keyed[name.removesuffix(ENDS_KEPT)]
@@ -774,8 +774,8 @@ def design_statements(server: str, case: Case, making: Making) -> None:
         f"  {server}: making and writing the rows (a load of their own): making them"
         f" ({_parts(made)}) {sum(made.values()):.2f} s + their INSERTs beyond COPY"
         f" ({_parts(beyond)}) {sum(beyond.values()):.2f} s + resolving names to ids (users +"
-        f" dictionaries) {resolving:.2f} s = {total:.2f} s, against the"
-        f" {2 * facts - writes:.2f} s the target leaves"
+        f" dictionaries) {resolving:.2f} s = {total:.2f} s, against the {left:.2f} s the target"
+        " leaves"
     )
 
 
